@@ -1,0 +1,24 @@
+"""Config keys of the shared platform (trainer, data, evaluation).
+
+Like every method's ``add_<method>_config``, :func:`add_instseg_config` only adds keys to the cfg
+it is given; it never touches detectron2's global defaults.
+"""
+
+from detectron2.config import CfgNode as CN
+
+
+def add_instseg_config(cfg: CN) -> None:
+    """Add the platform's keys to ``cfg`` (in place)."""
+    # Optimizer. "SGD" uses SOLVER.MOMENTUM / NESTEROV, "ADAMW" uses SOLVER.BETAS.
+    # Norm layers get SOLVER.WEIGHT_DECAY_NORM (detectron2 default 0.0: no decay on norms).
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    cfg.SOLVER.BETAS = (0.9, 0.999)
+    # Learning-rate factor for the parameters of `model.backbone` (SparseInst: 1.0).
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
+    # Instance-aware crop: when INPUT.CROP.ENABLED, the crop window is placed so that it
+    # contains at least one whole instance box (its centre if the box is larger than the crop),
+    # as AdelaiDet's RandomCropWithInstance.
+    cfg.INPUT.CROP.CROP_INSTANCE = True
+    # Metric that decides which evaluation's weights are kept as model_best.pth
+    # (with TEST.EVAL_PERIOD > 0). Empty string: keep no best checkpoint.
+    cfg.TEST.BEST_CHECKPOINT_METRIC = "segm/AP"

@@ -1,0 +1,25 @@
+"""Training, evaluation, checkpoints and command-line setup shared by every method."""
+
+from .checkpoint import CheckpointMismatchError, InstSegCheckpointer
+from .evaluation import BoxesFromMasks, build_coco_evaluator
+from .num_classes import ClassCountError, dataset_classes, sync_num_classes
+from .optimizer import build_optimizer
+from .setup import ConfigKeyError, build_config, default_argument_parser, setup
+from .trainer import Trainer, checkpoint_meta
+
+__all__ = [
+    "BoxesFromMasks",
+    "CheckpointMismatchError",
+    "ClassCountError",
+    "ConfigKeyError",
+    "InstSegCheckpointer",
+    "Trainer",
+    "build_coco_evaluator",
+    "build_config",
+    "build_optimizer",
+    "checkpoint_meta",
+    "dataset_classes",
+    "default_argument_parser",
+    "setup",
+    "sync_num_classes",
+]

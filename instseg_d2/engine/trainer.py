@@ -1,0 +1,113 @@
+"""The one trainer for every method."""
+
+import logging
+import weakref
+
+import torch
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
+
+from ..data import InstanceDatasetMapper
+from .checkpoint import InstSegCheckpointer
+from .evaluation import build_coco_evaluator
+from .num_classes import dataset_classes
+from .optimizer import build_optimizer
+
+logger = logging.getLogger(__name__)
+
+
+class AutocastTrainer(AMPTrainer):
+    """detectron2's AMPTrainer (fp16 + grad scaler) on CUDA; bfloat16 autocast on CPU."""
+
+    def run_step(self):
+        if torch.cuda.is_available() and next(self.model.parameters()).is_cuda:
+            return super().run_step()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return SimpleTrainer.run_step(self)
+
+
+def checkpoint_meta(cfg) -> dict:
+    """What a checkpoint records of its model: the meta-architecture and the classes."""
+    names = list(cfg.DATASETS.TRAIN) or list(cfg.DATASETS.TEST)
+    return {
+        "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
+        "thing_classes": dataset_classes(names[0]) if names else None,
+    }
+
+
+class Trainer(DefaultTrainer):
+    """:class:`DefaultTrainer` with the project's data, evaluation, optimizer and checkpoints.
+
+    * training loader: :class:`InstanceDatasetMapper` (one mapper for all methods);
+    * evaluation: COCOEvaluator (boxes derived from masks where a method has none), every
+      ``TEST.EVAL_PERIOD`` iterations and at the end; ``model_best.pth`` keeps the weights of
+      the best ``TEST.BEST_CHECKPOINT_METRIC`` (segm AP);
+    * optimizer: :func:`build_optimizer` (SGD / AdamW, backbone multiplier, clipping);
+    * AMP with ``SOLVER.AMP.ENABLED`` (fp16 on CUDA, bfloat16 on CPU);
+    * DDP over GPUs (NCCL) or CPU processes (gloo) with ``--num-gpus N``.
+    """
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        if comm.get_world_size() > 1:
+            on_gpu = next(model.parameters()).is_cuda
+            model = DistributedDataParallel(
+                model,
+                device_ids=[comm.get_local_rank()] if on_gpu else None,
+                broadcast_buffers=False,
+            )
+        loop = AutocastTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = loop(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = InstSegCheckpointer(
+            model, cfg.OUTPUT_DIR, meta=checkpoint_meta(cfg), trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        ret = super().build_hooks()
+        metric = self.cfg.TEST.BEST_CHECKPOINT_METRIC
+        if self.cfg.TEST.EVAL_PERIOD > 0 and metric and comm.is_main_process():
+            at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook)) + 1
+            ret.insert(
+                at, hooks.BestCheckpointer(self.cfg.TEST.EVAL_PERIOD, self.checkpointer, metric)
+            )
+        return ret
+
+    def train(self):
+        """Train; return the results of the last evaluation (None if there was none)."""
+        super().train()
+        return getattr(self, "_last_eval_results", None)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=InstanceDatasetMapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=InstanceDatasetMapper(cfg, False)
+        )
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        import os
+
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_coco_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)

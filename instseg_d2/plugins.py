@@ -1,0 +1,89 @@
+"""Discovery of the method packages, and the one function that builds a complete config.
+
+Every method package that is installed is imported (which registers its modules in
+detectron2's registries) and its ``add_<method>_config`` is applied, so that one
+``train_net.py`` runs every method. A package that is present but fails to import is an error,
+not silently skipped.
+"""
+
+import importlib
+import importlib.util
+import logging
+from types import ModuleType
+from typing import Dict, List, Tuple
+
+from detectron2.config import CfgNode, get_cfg
+
+from .config import add_instseg_config
+
+logger = logging.getLogger(__name__)
+
+# (package, name of its add_<method>_config function), in a fixed order.
+METHOD_PACKAGES: Tuple[Tuple[str, str], ...] = (
+    ("instseg_d2.modeling", "add_modeling_config"),
+    ("condinst_d2", "add_condinst_config"),
+    ("blendmask_d2", "add_blendmask_config"),
+    ("solo_d2", "add_solo_config"),
+    ("sparseinst_d2", "add_sparseinst_config"),
+    ("transfiner_d2", "add_transfiner_config"),
+    ("dvis_d2", "add_dvis_config"),
+    ("masklab_d2", "add_masklab_config"),
+    ("semiconv_d2", "add_semiconv_config"),
+)
+
+# Class-count keys of detectron2's own heads. Method packages list theirs in a module-level
+# ``NUM_CLASSES_KEYS`` tuple; every one of them is set from the training set's metadata.
+D2_NUM_CLASSES_KEYS = ("MODEL.ROI_HEADS.NUM_CLASSES", "MODEL.RETINANET.NUM_CLASSES")
+
+_loaded: Dict[str, ModuleType] = {}
+
+
+def load_method_packages() -> List[ModuleType]:
+    """Import every installed method package (once); return them in METHOD_PACKAGES order."""
+    mods = []
+    for pkg, _ in METHOD_PACKAGES:
+        if pkg not in _loaded:
+            top = pkg.split(".")[0]
+            if importlib.util.find_spec(top) is None:
+                continue
+            try:
+                spec_found = importlib.util.find_spec(pkg) is not None
+            except ModuleNotFoundError:
+                spec_found = False
+            if not spec_found:
+                continue
+            _loaded[pkg] = importlib.import_module(pkg)
+        mods.append(_loaded[pkg])
+    return mods
+
+
+def method_package_names() -> List[str]:
+    load_method_packages()
+    return list(_loaded)
+
+
+def add_all_configs(cfg: CfgNode) -> CfgNode:
+    """Add the platform's keys and every installed method's keys to ``cfg`` (in place)."""
+    add_instseg_config(cfg)
+    for pkg, fn_name in METHOD_PACKAGES:
+        mod = _loaded.get(pkg)
+        if mod is None:
+            continue
+        fn = getattr(mod, fn_name, None)
+        if fn is None:
+            raise AttributeError(f"Method package {pkg!r} does not define {fn_name}(cfg)")
+        fn(cfg)
+    return cfg
+
+
+def num_classes_keys() -> List[str]:
+    keys = list(D2_NUM_CLASSES_KEYS)
+    for mod in load_method_packages():
+        keys += [k for k in getattr(mod, "NUM_CLASSES_KEYS", ()) if k not in keys]
+    return keys
+
+
+def get_full_cfg() -> CfgNode:
+    """detectron2's default config plus the keys of the platform and of every method."""
+    load_method_packages()
+    return add_all_configs(get_cfg())

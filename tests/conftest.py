@@ -1,0 +1,29 @@
+"""Shared fixtures: a per-session shapes cache and the tiny shapes splits."""
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shapes_cache(tmp_path_factory):
+    """Keep generated datasets of the suite away from the user's cache."""
+    if "INSTSEG_CACHE" not in os.environ:
+        os.environ["INSTSEG_CACHE"] = str(tmp_path_factory.mktemp("instseg_cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory):
+    """Register shapes_tiny_train / shapes_tiny_val; returns their names."""
+    from instseg_d2.testing import register_tiny_shapes
+
+    return register_tiny_shapes(str(tmp_path_factory.mktemp("tiny_shapes")))
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

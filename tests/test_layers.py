@@ -1,0 +1,75 @@
+"""Shared layers against hand-computed values."""
+
+import pytest
+import torch
+
+from instseg_d2.layers import (
+    aligned_bilinear,
+    boxes_from_masks,
+    center_of_mass,
+    compute_locations,
+    coordinate_features,
+    dice_coefficient,
+    dice_loss,
+)
+
+
+def test_dice_hand_computed():
+    p = torch.tensor([[0.5, 1.0, 0.0, 0.5]])
+    t = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    # inter = 0.5 + 1 = 1.5; sum p^2 = 0.25 + 1 + 0.25 = 1.5; sum t^2 = 2
+    assert dice_coefficient(p, t, eps=0.0).item() == pytest.approx(3.0 / 3.5)
+    assert dice_loss(p, t, eps=0.0).item() == pytest.approx(1 - 3.0 / 3.5)
+    assert dice_loss(t, t, eps=0.0).item() == pytest.approx(0.0)
+    two = dice_loss(torch.cat([p, t]), torch.cat([t, t]), eps=0.0, reduction="mean")
+    assert two.item() == pytest.approx((1 - 3.0 / 3.5) / 2)
+
+
+def test_dice_eps_and_errors():
+    z = torch.zeros(1, 3)
+    assert dice_loss(z, z, eps=1e-5).item() == pytest.approx(1.0)  # no overlap, no NaN
+    with pytest.raises(ValueError, match="shapes differ"):
+        dice_loss(torch.zeros(1, 3), torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="reduction"):
+        dice_loss(z, z, reduction="avg")
+
+
+def test_aligned_bilinear_alignment():
+    # Reference definition (CondInst): output index f*i + f//2 lands exactly on input sample i,
+    # values between are linear, the first f//2 outputs replicate the first input.
+    x = torch.tensor([4.0, 12.0, 20.0, 28.0]).view(1, 1, 1, -1).repeat(1, 1, 3, 1)
+    for f in (2, 4):
+        y = aligned_bilinear(x, f)
+        assert y.shape == (1, 1, 3 * f, 4 * f)
+        row = y[0, 0, 0]
+        assert torch.allclose(row[torch.arange(4) * f + f // 2], x[0, 0, 0])
+        assert torch.allclose(row[: f // 2 + 1], torch.full((f // 2 + 1,), 4.0))
+        step = 8.0 / f  # linear between samples
+        assert torch.allclose(
+            row[f // 2 + 1 : 3 * f + f // 2 + 1].diff(), torch.full((3 * f - 1,), step)
+        )
+    assert torch.equal(aligned_bilinear(x, 1), x)
+    with pytest.raises(ValueError):
+        aligned_bilinear(torch.zeros(2, 3, 4), 2)
+
+
+def test_center_of_mass_and_boxes():
+    m = torch.zeros(3, 5, 6, dtype=torch.bool)
+    m[0, 1:3, 2:5] = True  # rows 1-2, cols 2-4
+    m[1, 4, 0] = True
+    com = center_of_mass(m)
+    assert torch.allclose(com[0], torch.tensor([3.0, 1.5]))
+    assert torch.allclose(com[1], torch.tensor([0.0, 4.0]))
+    assert torch.isnan(com[2]).all()
+    boxes = boxes_from_masks(m)
+    assert boxes.tolist() == [[2, 1, 5, 3], [0, 4, 1, 5], [0, 0, 0, 0]]
+    assert boxes_from_masks(torch.zeros(0, 4, 4)).shape == (0, 4)
+
+
+def test_locations_and_coords():
+    loc = compute_locations(2, 3, 8)
+    assert loc.tolist() == [[4, 4], [12, 4], [20, 4], [4, 12], [12, 12], [20, 12]]
+    c = coordinate_features(2, 3, 5)
+    assert c.shape == (2, 2, 3, 5)
+    assert c[0, 0, 0].tolist() == [-1, -0.5, 0, 0.5, 1]
+    assert c[0, 1, :, 0].tolist() == [-1, 0, 1]
