@@ -1,0 +1,133 @@
+"""DVIS model: verification head, inference format, training steps, end-to-end on tiny shapes."""
+
+import copy
+import math
+
+import pytest
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+
+from dvis_d2 import Candidates, VerificationHead
+from dvis_d2.verification import verification_losses, verification_scores
+from instseg_d2.benchmark import record_stages
+from instseg_d2.data import InstanceDatasetMapper
+from instseg_d2.testing import build_tiny_cfg, train_and_evaluate
+
+CONFIG = "configs/DVIS/shapes_R_18.yaml"
+
+
+def _model_and_data(repo_root, tmp_path, opts=(), train=True, n=2):
+    cfg = build_tiny_cfg(f"{repo_root}/{CONFIG}", str(tmp_path), list(opts))
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    mapper = InstanceDatasetMapper(cfg, train)
+    name = cfg.DATASETS.TRAIN[0] if train else cfg.DATASETS.TEST[0]
+    data = [mapper(d) for d in DatasetCatalog.get(name)[:n]]
+    return cfg, model, data
+
+
+def test_verification_scores_and_losses_hand_computed():
+    logits = torch.log(torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]))  # 2 classes + bg
+    iou = torch.tensor([0.8, 1.4])
+    scores, classes = verification_scores(logits, iou, cls_weight=0.5)
+    assert classes.tolist() == [1, 0]
+    assert scores.tolist() == pytest.approx([0.5 * 0.5 + 0.5 * 0.8, 0.5 * 0.6 + 0.5 * 1.0])
+    loss_cls, loss_iou = verification_losses(
+        logits, iou, torch.tensor([1, -1]), torch.tensor([0.75, 1.0]), theta=0.1
+    )
+    assert loss_cls.item() == pytest.approx(-math.log(0.5))  # the ignored one does not count
+    assert loss_iou.item() == pytest.approx((0.05**2 / 0.2 + 0.4 - 0.05) / 2)
+
+
+def test_verification_head_shapes_and_boxes():
+    head = VerificationHead(in_channels=8, num_classes=3, roi_size=6, conv_dim=4, fc_dim=16)
+    masks = torch.zeros(3, 8, 10, dtype=torch.bool)
+    masks[0, 1:3, 2:5] = True
+    masks[1, :, :] = True
+    masks[2, 7, 9] = True
+    c = Candidates(masks, torch.ones(3), torch.zeros(3).long())
+    boxes = head.boxes(masks, (30, 40))  # image 30x40 at stride 4 -> label map 8x10
+    # mask 0: cells x 2..4, y 1..2 -> (8, 4, 20, 12), enlarged by 20% around the centre
+    assert boxes[0].tolist() == pytest.approx([6.8, 3.2, 21.2, 12.8])
+    assert boxes[1].tolist() == pytest.approx([0, 0, 40, 30])  # clipped to the image
+    empty = Candidates(masks[:0], torch.zeros(0), torch.zeros(0).long())
+    feats = torch.randn(2, 8, 4, 5)
+    logits, iou = head(feats, [c, empty], [(30, 40), (30, 40)])
+    assert logits.shape == (3, 4) and iou.shape == (3,) and (iou >= 0).all()
+    logits, iou = head(feats, [empty, empty], [(30, 40), (30, 40)])
+    assert logits.shape == (0, 4) and iou.shape == (0,)
+
+
+def test_inference_format_stages_and_cap(tiny_shapes, tmp_path, repo_root):
+    _, model, data = _model_and_data(repo_root, tmp_path, train=False)
+    model.eval()
+    model.score_thresh = 0.0
+
+    def plateau_head(feature):  # a label map with 3 plateaus instead of the untrained head
+        z = torch.zeros(feature.shape[0], 2 * feature.shape[2], 2 * feature.shape[3])
+        z[:, 2:8, 2:8], z[:, 2:8, 12:20], z[:, 12:18, 4:10] = 2.0, 3.0, 5.0
+        return z
+
+    model.label_head.forward = plateau_head
+    with record_stages() as st:
+        out = model(data)
+    assert set(st) == {"discretization", "verification"}
+    assert model.last_num_candidates == [3, 3]
+    for o, x in zip(out, data):
+        inst = o["instances"]
+        assert inst.image_size == (x["height"], x["width"])
+        assert inst.pred_masks.dtype == torch.bool and len(inst) == 3
+        assert inst.pred_masks.shape[1:] == (x["height"], x["width"])
+        assert inst.has("pred_boxes") and inst.has("scores") and inst.has("pred_classes")
+        assert (inst.scores[:-1] >= inst.scores[1:]).all()
+    raw = model.inference(data, do_postprocess=False)
+    h, w = data[0]["image"].shape[1:]
+    assert raw[0]["instances"].pred_masks.shape[1:] == (
+        math.ceil(h / 32) * 8,
+        math.ceil(w / 32) * 8,
+    )
+    model.max_detections = 2
+    assert [len(o["instances"]) for o in model(data)] == [2, 2]
+
+
+def test_training_steps_lower_the_loss_and_permutation_invariance(tiny_shapes, tmp_path, repo_root):
+    _, model, data = _model_and_data(repo_root, tmp_path, ["MODEL.DVIS.LOSS.PI_SAMPLING", "random"])
+    model.train()
+    shuffled = copy.deepcopy(data)
+    for x in shuffled:  # the same instances in another order: other ids, same partition
+        inst = x["instances"]
+        x["instances"] = inst[torch.randperm(len(inst), generator=torch.Generator().manual_seed(3))]
+    with EventStorage():
+        torch.manual_seed(5)
+        a = model(data)
+        torch.manual_seed(5)
+        b = model(shuffled)
+        for k in a:
+            assert a[k].item() == pytest.approx(b[k].item(), rel=1e-5), k
+        assert set(a) == {"loss_binary", "loss_pi", "loss_ms", "loss_quant", "loss_cls", "loss_iou"}
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        first = None
+        for _ in range(6):
+            losses = model(data)
+            total = sum(losses.values())
+            first = total.item() if first is None else first
+            opt.zero_grad()
+            total.backward()
+            opt.step()
+        assert sum(model(data).values()).item() < first
+
+
+def test_bad_config_names_the_key(tiny_shapes, tmp_path, repo_root):
+    with pytest.raises(ValueError, match="PI_SAMPLING"):
+        _model_and_data(repo_root, tmp_path, ["MODEL.DVIS.LOSS.PI_SAMPLING", "grid"])
+    with pytest.raises(ValueError, match="IN_FEATURE"):
+        _model_and_data(repo_root, tmp_path, ["MODEL.DVIS.IN_FEATURE", "p9"])
+    with pytest.raises(ValueError, match="one entry per bandwidth"):
+        _model_and_data(repo_root, tmp_path, ["MODEL.DVIS.MEANSHIFT.MIN_AREA", "(3,)"])
+
+
+def test_end_to_end_train_and_eval(tiny_shapes, tmp_path, repo_root):
+    res = train_and_evaluate(f"{repo_root}/{CONFIG}", str(tmp_path))
+    assert "segm" in res and "bbox" in res
