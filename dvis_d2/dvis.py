@@ -66,11 +66,6 @@ class DVIS(nn.Module):
             raise ValueError(
                 f"MODEL.DVIS.LOSS.PI_SAMPLING must be 'stratified' or 'random', got {pi_sampling!r}"
             )
-        if in_feature not in backbone.output_shape():
-            raise ValueError(
-                f"MODEL.DVIS.IN_FEATURE {in_feature!r} is not a backbone output; "
-                f"available: {sorted(backbone.output_shape())}"
-            )
         self.backbone = backbone
         self.in_feature = in_feature
         self.stride = backbone.output_shape()[in_feature].stride // 2
@@ -100,12 +95,19 @@ class DVIS(nn.Module):
         self.max_detections = max_detections
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        self.last_num_candidates: List[int] = []  # per image of the last inference call
+        # per image of the last inference call: number of candidates, bandwidth of each
+        self.last_num_candidates: List[int] = []
+        self.last_candidate_bandwidths: List[torch.Tensor] = []
 
     @classmethod
     def from_config(cls, cfg):
         backbone = build_backbone(cfg)
         d = cfg.MODEL.DVIS
+        if d.IN_FEATURE not in backbone.output_shape():
+            raise ValueError(
+                f"MODEL.DVIS.IN_FEATURE {d.IN_FEATURE!r} is not a backbone output; "
+                f"available: {sorted(backbone.output_shape())}"
+            )
         shape = backbone.output_shape()[d.IN_FEATURE]
         return {
             "backbone": backbone,
@@ -216,6 +218,7 @@ class DVIS(nn.Module):
         with stage("discretization"):
             candidates = self.discretizer(F.relu(z), valid)
         self.last_num_candidates = [len(c) for c in candidates]
+        self.last_candidate_bandwidths = [c.bandwidths for c in candidates]
         with stage("verification"):
             logits, iou = self.verifier(feature, candidates, images.image_sizes)
             scores, classes = verification_scores(logits, iou, self.score_cls_weight)

@@ -1,6 +1,7 @@
 """DVIS model: verification head, inference format, training steps, end-to-end on tiny shapes."""
 
 import copy
+import importlib.util
 import math
 
 import pytest
@@ -42,7 +43,7 @@ def test_verification_scores_and_losses_hand_computed():
 
 
 def test_verification_head_shapes_and_boxes():
-    head = VerificationHead(in_channels=8, num_classes=3, roi_size=6, conv_dim=4, fc_dim=16)
+    head = VerificationHead(in_channels=8, num_classes=3, roi_size=6, conv_dim=32, fc_dim=16)
     masks = torch.zeros(3, 8, 10, dtype=torch.bool)
     masks[0, 1:3, 2:5] = True
     masks[1, :, :] = True
@@ -109,7 +110,7 @@ def test_training_steps_lower_the_loss_and_permutation_invariance(tiny_shapes, t
         assert set(a) == {"loss_binary", "loss_pi", "loss_ms", "loss_quant", "loss_cls", "loss_iou"}
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         first = None
-        for _ in range(6):
+        for _ in range(4):
             losses = model(data)
             total = sum(losses.values())
             first = total.item() if first is None else first
@@ -128,6 +129,17 @@ def test_bad_config_names_the_key(tiny_shapes, tmp_path, repo_root):
         _model_and_data(repo_root, tmp_path, ["MODEL.DVIS.MEANSHIFT.MIN_AREA", "(3,)"])
 
 
-def test_end_to_end_train_and_eval(tiny_shapes, tmp_path, repo_root):
+def test_end_to_end_train_and_eval_and_candidate_count(tiny_shapes, tmp_path, repo_root, capsys):
     res = train_and_evaluate(f"{repo_root}/{CONFIG}", str(tmp_path))
     assert "segm" in res and "bbox" in res
+    spec = importlib.util.spec_from_file_location(
+        "dvis_cand", f"{repo_root}/tools/dvis_candidates.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    weights = str(tmp_path / "model_final.pth")
+    tool.main(["--config-file", f"{repo_root}/{CONFIG}", "--weights", weights, "--num-images", "2"]
+              + ["DATASETS.TEST", "('shapes_tiny_val',)", "MODEL.DEVICE", "cpu"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "shapes_tiny_val: 2 images" in out and "candidates per image: mean" in out
+    assert "from bandwidth 0.9" in out and "from bandwidth 0.4" in out

@@ -1,0 +1,67 @@
+#!/usr/bin/env python
+"""Average number of DVIS candidates per image (paper Table 6: 4.15 on VOC, 14.83 on COCO).
+
+    python tools/dvis_candidates.py --config-file configs/DVIS/shapes_R_18.yaml \
+        --weights output/dvis_shapes/model_final.pth [--dataset shapes_val] [--num-images N]
+
+Runs the model's inference on the config's test set (the test-time resize of the config) and
+prints the mean, median and range of the number of candidates that the discretization sends to
+the verification (after filtering and de-duplication), in total and per mean-shift bandwidth,
+and the mean number of GT instances per image for comparison.
+"""
+
+import argparse
+import statistics
+import sys
+
+import torch
+from detectron2.data import DatasetCatalog, build_detection_test_loader
+
+from instseg_d2.data import InstanceDatasetMapper
+from instseg_d2.engine import InstSegCheckpointer, Trainer, build_config, checkpoint_meta
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--weights", required=True)
+    p.add_argument("--dataset", default="", help="default: the config's first test set")
+    p.add_argument("--num-images", type=int, default=0, help="0: all")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = p.parse_args(argv)
+    opts = ["MODEL.WEIGHTS", args.weights] + list(args.opts)
+    if args.dataset:
+        opts += ["DATASETS.TEST", f"('{args.dataset}',)"]
+    cfg = build_config(args.config_file, opts)
+    cfg.freeze()
+    if cfg.MODEL.META_ARCHITECTURE != "DVIS":
+        sys.exit(f"{args.config_file}: MODEL.META_ARCHITECTURE is not DVIS")
+    model = Trainer.build_model(cfg)
+    InstSegCheckpointer(model, meta=checkpoint_meta(cfg), strict=True).load(args.weights)
+    model.eval()
+    name = cfg.DATASETS.TEST[0]
+    loader = build_detection_test_loader(cfg, name, mapper=InstanceDatasetMapper(cfg, False))
+    gt = [len(d.get("annotations", [])) for d in DatasetCatalog.get(name)]
+    n_bw = len(model.discretizer.bandwidths)
+    total, per_bw = [], [[] for _ in range(n_bw)]
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            if args.num_images and i >= args.num_images:
+                break
+            model.inference(batch, do_postprocess=False)
+            for bws in model.last_candidate_bandwidths:
+                total.append(len(bws))
+                for k in range(n_bw):
+                    per_bw[k].append(int((bws == k).sum()))
+    bws = model.discretizer.bandwidths
+    print(f"dataset {name}: {len(total)} images, {statistics.mean(gt[: len(total)]):.2f} GT/image")
+    print(
+        f"candidates per image: mean {statistics.mean(total):.2f}, median "
+        f"{statistics.median(total)}, min {min(total)}, max {max(total)}"
+    )
+    for k in range(n_bw):
+        print(f"  from bandwidth {bws[k]}: mean {statistics.mean(per_bw[k]):.2f}")
+
+
+if __name__ == "__main__":
+    main()
