@@ -222,19 +222,11 @@ class DVIS(nn.Module):
         with stage("verification"):
             logits, iou = self.verifier(feature, candidates, images.image_sizes)
             scores, classes = verification_scores(logits, iou, self.score_cls_weight)
-            results = []
-            for c, s, k in zip(
-                candidates,
-                scores.split(self.last_num_candidates),
-                classes.split(self.last_num_candidates),
-            ):
-                keep = torch.nonzero(s > self.score_thresh)[:, 0]
-                keep = keep[torch.argsort(s[keep], descending=True)[: self.max_detections]]
-                inst = Instances(tuple(c.masks.shape[1:]))
-                inst.pred_masks = c.masks[keep]
-                inst.scores = s[keep]
-                inst.pred_classes = k[keep]
-                results.append(inst)
+            n = self.last_num_candidates
+            results = [
+                self._select(c, s, k)
+                for c, s, k in zip(candidates, scores.split(n), classes.split(n))
+            ]
         if not do_postprocess:
             return [{"instances": r} for r in results]
         return [
@@ -245,6 +237,17 @@ class DVIS(nn.Module):
             }
             for r, size, x in zip(results, images.image_sizes, batched_inputs)
         ]
+
+    def _select(self, c: Candidates, scores: torch.Tensor, classes: torch.Tensor) -> Instances:
+        """The candidates of one image scoring above ``score_thresh``, best first, at most
+        ``max_detections``, as Instances at label-map resolution."""
+        keep = torch.nonzero(scores > self.score_thresh)[:, 0]
+        keep = keep[torch.argsort(scores[keep], descending=True)[: self.max_detections]]
+        inst = Instances(tuple(c.masks.shape[1:]))
+        inst.pred_masks = c.masks[keep]
+        inst.scores = scores[keep]
+        inst.pred_classes = classes[keep]
+        return inst
 
     def postprocess(self, inst: Instances, image_size, height: int, width: int) -> Instances:
         """Label-map masks -> masks of the original image (upsampled x stride with aligned
