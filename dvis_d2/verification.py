@@ -1,6 +1,6 @@
 """Verification of the candidate segments: class and IoU of each (paper Sec. 4)."""
 
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -162,8 +162,3 @@ def verification_scores(
     probs = F.softmax(logits, dim=1)[:, :-1]
     p, classes = probs.max(dim=1)
     return cls_weight * p + (1 - cls_weight) * iou.clamp(0, 1), classes
-
-
-def split_per_image(x: torch.Tensor, candidates: Sequence[Candidates]) -> List[torch.Tensor]:
-    """Split a tensor over all candidates of the batch into one tensor per image."""
-    return list(x.split([len(c) for c in candidates]))

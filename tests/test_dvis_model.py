@@ -14,7 +14,7 @@ from dvis_d2 import Candidates, VerificationHead
 from dvis_d2.verification import verification_losses, verification_scores
 from instseg_d2.benchmark import record_stages
 from instseg_d2.data import InstanceDatasetMapper
-from instseg_d2.testing import build_tiny_cfg, train_and_evaluate
+from instseg_d2.testing import TINY_OPTS, build_tiny_cfg, train_and_evaluate
 
 CONFIG = "configs/DVIS/shapes_R_18.yaml"
 
@@ -132,14 +132,31 @@ def test_bad_config_names_the_key(tiny_shapes, tmp_path, repo_root):
 def test_end_to_end_train_and_eval_and_candidate_count(tiny_shapes, tmp_path, repo_root, capsys):
     res = train_and_evaluate(f"{repo_root}/{CONFIG}", str(tmp_path))
     assert "segm" in res and "bbox" in res
-    spec = importlib.util.spec_from_file_location(
-        "dvis_cand", f"{repo_root}/tools/dvis_candidates.py"
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _tool(repo_root, "dvis_candidates")
     weights = str(tmp_path / "model_final.pth")
     tool.main(["--config-file", f"{repo_root}/{CONFIG}", "--weights", weights, "--num-images", "2"]
               + ["DATASETS.TEST", "('shapes_tiny_val',)", "MODEL.DEVICE", "cpu"])  # fmt: skip
     out = capsys.readouterr().out
     assert "shapes_tiny_val: 2 images" in out and "candidates per image: mean" in out
     assert "from bandwidth 0.9" in out and "from bandwidth 0.4" in out
+
+
+def test_step_time_tool_adds_candidates(tiny_shapes, repo_root, capsys):
+    tool = _tool(repo_root, "dvis_step_time")
+    tool.main(["--config-file", f"{repo_root}/{CONFIG}", "--steps", "2", "--extra-candidates", "7"]
+              + list(TINY_OPTS) + ["SOLVER.IMS_PER_BATCH", "2"])  # fmt: skip
+    out = capsys.readouterr().out
+    counts = [float(x.split(", ")[1].split()[0]) for x in out.splitlines() if x.startswith("step")]
+    assert len(counts) == 2 and min(counts) >= 7  # the 7 rectangles + the real candidates
+    assert "s/step (mean of steps 1..)" in out and "machine:" in out
+    with pytest.raises(SystemExit):  # --extra-candidates needs a DVIS model
+        tool.main(["--config-file", f"{repo_root}/configs/MaskRCNN/shapes_R_18_FPN.yaml"]
+                  + ["--extra-candidates", "2"] + list(TINY_OPTS))  # fmt: skip
+
+
+def _tool(repo_root, name):
+    """Import ``tools/<name>.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, f"{repo_root}/tools/{name}.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
