@@ -6,6 +6,7 @@ Importing the package registers ``build_masklab_resnet_fpn_backbone`` (BACKBONE_
 
 from .backbone import MaskLabResNetFPN, build_masklab_resnet_fpn_backbone
 from .config import add_masklab_config
+from .deformable import DeformableCropAndResize
 from .dense_head import MaskLabDenseHead
 from .directions import crop_direction_bins, direction_bin, direction_pooling
 from .mask_head import MaskLabMaskHead
@@ -15,6 +16,7 @@ from .roi_heads import MaskLabROIHeads
 NUM_CLASSES_KEYS = ()
 
 __all__ = [
+    "DeformableCropAndResize",
     "MaskLabDenseHead",
     "MaskLabMaskHead",
     "MaskLabROIHeads",

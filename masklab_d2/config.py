@@ -61,4 +61,15 @@ def add_masklab_config(cfg: CN) -> CN:
     # the mask loss to flow through the crops (as position-sensitive maps in FCIS).
     _C.SEMANTIC_LOSS_WEIGHT = 1.0
     _C.DIRECTION_LOSS_WEIGHT = 1.0
+
+    # --- Optional "deformable crop and resize" of the box classifier (sec. 3, Fig. 5 and 8;
+    # Table 6 "DC": +1 mAP@0.75). Off by default, as in the paper's ablations before Table 6.
+    _C.DEFORMABLE_CROP_AND_RESIZE = False
+    # Each of the G x G sub-boxes (G = MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION) is cropped again
+    # at k x k. Paper (Fig. 8): 7 x 7 sub-boxes of 2 x 2.
+    _C.DEFORMABLE_SUB_BOX_SIZE = 2
+    # Not in the paper: offsets are gamma * (o_x w, o_y h), gamma as in Dai et al.'s deformable
+    # RoI pooling (0.1); the offset network is 3x3 conv (this width) + ReLU + 3x3 conv to 2.
+    _C.DEFORMABLE_OFFSET_SCALE = 0.1
+    _C.DEFORMABLE_OFFSET_DIM = 256
     return cfg

@@ -1,5 +1,6 @@
-"""MaskLab's ROI heads: detectron2's StandardROIHeads (Faster R-CNN box branch, unchanged) whose
-mask branch is :class:`MaskLabMaskHead`, trained on ground-truth boxes instead of proposals."""
+"""MaskLab's ROI heads: detectron2's StandardROIHeads (Faster R-CNN box branch, optionally with
+deformable crop and resize) whose mask branch is :class:`MaskLabMaskHead`, trained on ground-truth
+boxes instead of proposals."""
 
 from typing import Dict, List, Optional
 
@@ -11,6 +12,7 @@ from detectron2.modeling.roi_heads import (
 )
 from detectron2.structures import ImageList, Instances
 
+from .deformable import DeformableCropAndResize
 from .mask_head import MaskLabMaskHead
 
 
@@ -23,6 +25,21 @@ class MaskLabROIHeads(StandardROIHeads):
     ground-truth instances (paper, sec. 4.1: "only groundtruth boxes are used to train the
     branches that predict semantic segmentation logits and direction logits").
     """
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape):
+        ret = super()._init_box_head(cfg, input_shape)
+        c = cfg.MODEL.MASKLAB
+        if c.DEFORMABLE_CROP_AND_RESIZE:
+            channels = input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]].channels
+            ret["box_pooler"] = DeformableCropAndResize(
+                ret["box_pooler"],
+                channels,
+                sub_box_size=c.DEFORMABLE_SUB_BOX_SIZE,
+                offset_scale=c.DEFORMABLE_OFFSET_SCALE,
+                offset_dim=c.DEFORMABLE_OFFSET_DIM,
+            )
+        return ret
 
     @classmethod
     def _init_mask_head(cls, cfg, input_shape):

@@ -340,3 +340,75 @@ def test_end_to_end_train_and_evaluate(tiny_shapes, tmp_path, repo_root):
         vals = loss_history(out, key)
         assert vals and all(math.isfinite(v) for v in vals), key
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
+
+
+def _pooler_and_maps():
+    from detectron2.modeling.poolers import ROIPooler
+
+    pooler = ROIPooler(3, (1 / 2, 1 / 4), sampling_ratio=2, pooler_type="ROIAlignV2",
+                       canonical_box_size=8, canonical_level=2)  # fmt: skip
+    g = torch.Generator().manual_seed(5)
+    maps = [torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 4, 8, 8, generator=g)]
+    boxes = [Boxes(torch.tensor([[2.0, 3.0, 9.0, 8.0], [4.0, 4.0, 28.0, 26.0]])),
+             Boxes(torch.tensor([[10.0, 1.0, 15.0, 12.0]]))]  # fmt: skip
+    return pooler, maps, boxes
+
+
+def test_deformable_crop_and_resize():
+    from torchvision.ops import roi_align
+
+    from masklab_d2 import DeformableCropAndResize
+
+    pooler, maps, boxes = _pooler_and_maps()
+    dcr = DeformableCropAndResize(pooler, 4, sub_box_size=2, offset_scale=0.1, offset_dim=8)
+    # zero offsets (the initialisation): exactly ROIAlignV2 with 2 x 2 samples per cell
+    out = dcr(maps, boxes)
+    assert out.shape == (3, 4, 3, 3)
+    assert torch.allclose(out, pooler(maps, boxes), atol=1e-5)
+    # a constant offset o moves every sub-box by gamma * o * (w, h): the whole box shifts
+    with torch.no_grad():
+        dcr.offset_net[1].bias.copy_(torch.tensor([1.0, -0.5]))
+    shifted = []
+    for b in boxes:
+        t = b.tensor.clone()
+        w, h = t[:, 2] - t[:, 0], t[:, 3] - t[:, 1]
+        t[:, 0::2] += 0.1 * w[:, None]
+        t[:, 1::2] -= 0.05 * h[:, None]
+        shifted.append(Boxes(t))
+    assert torch.allclose(dcr(maps, boxes), pooler(maps, shifted), atol=1e-5)
+    # levels as detectron2's: the large box (24 x 22) is read from the stride-4 map
+    big = roi_align(maps[1], torch.tensor([[0.0, 4, 4, 28, 26]]), 3, 1 / 4, 2, aligned=True)
+    assert torch.allclose(pooler(maps, boxes)[1], big[0], atol=1e-6)
+    # the offsets are learned: gradients reach the offset network through the second crop
+    dcr.zero_grad()
+    (dcr(maps, boxes) * torch.randn(3, 4, 3, 3)).sum().backward()
+    assert dcr.offset_net[1].weight.grad.abs().sum() > 0
+    # no boxes
+    empty = dcr(maps, [Boxes(torch.zeros(0, 4)), Boxes(torch.zeros(0, 4))])
+    assert empty.shape == (0, 4, 3, 3)
+
+
+def test_model_with_deformable_crop_and_resize_trains(repo_root):
+    from detectron2.modeling import build_model
+    from detectron2.utils.events import EventStorage
+
+    from masklab_d2 import DeformableCropAndResize
+
+    cfg = _cfg(repo_root, ["MODEL.MASKLAB.DEFORMABLE_CROP_AND_RESIZE", "True",
+                           "MODEL.MASKLAB.DEFORMABLE_OFFSET_DIM", "16"])  # fmt: skip
+    model = build_model(cfg)
+    assert isinstance(model.roi_heads.box_pooler, DeformableCropAndResize)
+    inst = _hand_built_instances()
+    inst._image_size = (64, 64)
+    inst.gt_boxes.tensor *= 4
+    inst.gt_masks = BitMasks(
+        torch.nn.functional.interpolate(inst.gt_masks.tensor[None].float(), scale_factor=4)[0] > 0
+    )
+    batch = [{"image": torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8), "instances": inst,
+              "height": 64, "width": 64}]  # fmt: skip
+    model.train()
+    with EventStorage(0):
+        losses = model(batch)
+    assert {"loss_cls", "loss_mask_refined", "loss_direction"} <= set(losses)
+    sum(losses.values()).backward()
+    assert model.roi_heads.box_pooler.offset_net[1].weight.grad is not None
