@@ -17,6 +17,8 @@ from .directions import direction_pooling
 from .losses import dense_ce_loss, mask_bce_loss
 from .targets import dense_targets, mask_crop_targets
 
+_LOSS_NAMES = ("loss_mask_coarse", "loss_mask_refined", "loss_semantic", "loss_direction")
+
 
 @ROI_MASK_HEAD_REGISTRY.register()
 class MaskLabMaskHead(nn.Module):
@@ -80,6 +82,9 @@ class MaskLabMaskHead(nn.Module):
         self.crop_size = crop_size
         self.sampling_ratio = sampling_ratio
         self.loss_weights = dict(loss_weights or {})
+        unknown = set(self.loss_weights) - set(_LOSS_NAMES)
+        if unknown:
+            raise ValueError(f"Unknown MaskLab losses {sorted(unknown)}; known: {_LOSS_NAMES}")
 
         self.fusion = nn.Conv2d(2, 1, 1)
         with torch.no_grad():
@@ -212,26 +217,25 @@ class MaskLabMaskHead(nn.Module):
         coarse: torch.Tensor,
         refined: Optional[torch.Tensor],
     ) -> Dict[str, torch.Tensor]:
-        """Mask BCE on the coarse and refined logits; dense CE on semantic and direction logits."""
+        """Mask BCE on the coarse and refined logits; dense CE on semantic and direction logits.
+
+        A loss whose weight is 0 is neither computed nor returned.
+        """
+        w = {k: self.loss_weights.get(k, 1.0) for k in _LOSS_NAMES}
         mask_t = mask_crop_targets(instances, self.crop_size)
-        sem_t, dir_t = dense_targets(
-            instances,
-            semantic.shape[-2:],
-            self.dense_head.stride,
-            self.num_classes,
-            self.num_directions,
-            self.num_distance_bins,
-            self.max_distance,
-        )
-        losses = {
-            "loss_mask_coarse": mask_bce_loss(coarse, mask_t),
-            "loss_semantic": dense_ce_loss(semantic, sem_t),
-            "loss_direction": dense_ce_loss(direction, dir_t),
-        }
+        losses = {"loss_mask_coarse": mask_bce_loss(coarse, mask_t)}
         if refined is not None:
             losses["loss_mask_refined"] = mask_bce_loss(refined, mask_t)
-        return {
-            k: v * self.loss_weights.get(k, 1.0)
-            for k, v in losses.items()
-            if self.loss_weights.get(k, 1.0) != 0
-        }
+        if w["loss_semantic"] or w["loss_direction"]:
+            sem_t, dir_t = dense_targets(
+                instances,
+                semantic.shape[-2:],
+                self.dense_head.stride,
+                self.num_classes,
+                self.num_directions,
+                self.num_distance_bins,
+                self.max_distance,
+            )
+            losses["loss_semantic"] = dense_ce_loss(semantic, sem_t)
+            losses["loss_direction"] = dense_ce_loss(direction, dir_t)
+        return {k: v * w[k] for k, v in losses.items() if w[k] != 0}
