@@ -48,7 +48,8 @@ class MaskLabResNetFPN(Backbone):
         unknown = [f for f in hypercolumn_features if f not in shapes]
         if unknown:
             raise ValueError(
-                f"MODEL.MASKLAB.HYPERCOLUMN_FEATURES {unknown} unknown; choose from {sorted(shapes)}"
+                f"MODEL.MASKLAB.HYPERCOLUMN_FEATURES {unknown} unknown; "
+                f"choose from {sorted(shapes)}"
             )
         self.hypercolumn_features = list(hypercolumn_features)
         self._out_shapes = dict(fpn.output_shape())

@@ -6,7 +6,7 @@ import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.layers import Conv2d, ShapeSpec
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from torch import nn
 
 
@@ -14,7 +14,9 @@ class MaskLabDenseHead(nn.Module):
     """1x1 convs on the shared feature map: K + 1 semantic logits and D * B direction logits.
 
     The shared map is the sum of the input levels, each bilinearly resized to the first (finest)
-    one; optional 3x3 convs follow (the paper has none: its shared map is ResNet's conv5 block).
+    one, then normalised + ReLU (the paper's shared map is the output of ResNet's conv5 block,
+    normalised and rectified; FPN outputs are neither, and a 1x1 conv on their raw sum diverged
+    at the shapes learning rate); optional 3x3 convs follow (the paper has none).
     """
 
     @configurable
@@ -28,6 +30,7 @@ class MaskLabDenseHead(nn.Module):
         num_distance_bins: int = 4,
         num_convs: int = 0,
         conv_dim: int = 256,
+        norm: str = "GN",
     ):
         """
         Args:
@@ -35,7 +38,9 @@ class MaskLabDenseHead(nn.Module):
             in_strides: strides of the input levels, finest first.
             num_classes: K foreground classes (the semantic logits have K + 1, background last).
             num_directions, num_distance_bins: D and B, D * B direction channels.
-            num_convs, conv_dim: optional 3x3 conv + ReLU layers before the predictors.
+            num_convs, conv_dim: optional 3x3 conv + norm + ReLU layers before the predictors.
+            norm: normalisation of the fused map and of the convs (detectron2's ``get_norm``
+                names); "": the raw sum of the levels, no ReLU.
         """
         super().__init__()
         if list(in_strides) != sorted(in_strides):
@@ -43,13 +48,14 @@ class MaskLabDenseHead(nn.Module):
                 f"MODEL.MASKLAB.DENSE_IN_FEATURES must go fine to coarse: {in_strides}"
             )
         self.stride = in_strides[0]
-        convs, dim = [], in_channels
+        layers = [get_norm(norm, in_channels), nn.ReLU()] if norm else []
+        dim = in_channels
         for _ in range(num_convs):
-            conv = Conv2d(dim, conv_dim, 3, padding=1, activation=F.relu)
+            conv = Conv2d(dim, conv_dim, 3, padding=1, bias=not norm, norm=get_norm(norm, conv_dim))
             weight_init.c2_msra_fill(conv)
-            convs.append(conv)
+            layers += [conv, nn.ReLU()]
             dim = conv_dim
-        self.convs = nn.Sequential(*convs)
+        self.convs = nn.Sequential(*layers)
         self.semantic = nn.Conv2d(dim, num_classes + 1, 1)
         self.direction = nn.Conv2d(dim, num_directions * num_distance_bins, 1)
         for layer in (self.semantic, self.direction):
@@ -76,6 +82,7 @@ class MaskLabDenseHead(nn.Module):
             "num_distance_bins": cfg.MODEL.MASKLAB.NUM_DISTANCE_BINS,
             "num_convs": cfg.MODEL.MASKLAB.DENSE_NUM_CONVS,
             "conv_dim": cfg.MODEL.MASKLAB.DENSE_CONV_DIM,
+            "norm": cfg.MODEL.MASKLAB.DENSE_NORM,
         }
 
     def forward(self, features: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:

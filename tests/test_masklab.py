@@ -192,9 +192,13 @@ def test_losses_hand_computed():
 
 
 def _head(num_classes=3, hyper=True, **kw):
-    shapes = {"p2": ShapeSpec(channels=8, stride=2), "p3": ShapeSpec(channels=8, stride=4),
-              "conv1": ShapeSpec(channels=4, stride=1), "res2": ShapeSpec(channels=6, stride=2)}  # fmt: skip
-    dense = MaskLabDenseHead(in_channels=8, in_strides=[2, 4], num_classes=num_classes)
+    shapes = {
+        "p2": ShapeSpec(channels=32, stride=2),
+        "p3": ShapeSpec(channels=32, stride=4),
+        "conv1": ShapeSpec(channels=4, stride=1),
+        "res2": ShapeSpec(channels=6, stride=2),
+    }
+    dense = MaskLabDenseHead(in_channels=32, in_strides=[2, 4], num_classes=num_classes)
     names = ["conv1", "res2"] if hyper else []
     head = MaskLabMaskHead(
         dense_head=dense, dense_in_features=["p2", "p3"], hypercolumn_features=names,
@@ -202,7 +206,7 @@ def _head(num_classes=3, hyper=True, **kw):
         refine_conv_dim=8, **kw,
     )  # fmt: skip
     g = torch.Generator().manual_seed(3)
-    feats = {"p2": torch.randn(1, 8, 6, 6, generator=g), "p3": torch.randn(1, 8, 3, 3, generator=g),
+    feats = {"p2": torch.randn(1, 32, 6, 6, generator=g), "p3": torch.randn(1, 32, 3, 3, generator=g),
              "conv1": torch.randn(1, 4, 12, 12, generator=g),
              "res2": torch.randn(1, 6, 6, 6, generator=g)}  # fmt: skip
     return head, feats
