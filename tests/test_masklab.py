@@ -313,6 +313,39 @@ def test_backbone_is_detectron2_resnet_fpn(repo_root):
     assert a["res2"].shape == (1, 64, 16, 24)
 
 
+def test_mask_rcnn_checkpoint_loads_into_masklab(repo_root, tmp_path):
+    # MaskLab's reference detector is detectron2's Mask R-CNN (ResNet-FPN, RPN, box head): its
+    # checkpoint, with detectron2's names and shapes, loads with nothing unexpected and nothing
+    # missing but MaskLab's own mask branch (dense logits, fusion, refinement).
+    from detectron2.modeling import build_model
+
+    from instseg_d2.engine import InstSegCheckpointer, build_config
+
+    mrcnn_cfg = build_config(os.path.join(repo_root, "configs/MaskRCNN/shapes_R_18_FPN.yaml"),
+                             ["MODEL.ROI_HEADS.NUM_CLASSES", "5", "MODEL.DEVICE", "cpu"])  # fmt: skip
+    torch.manual_seed(0)
+    ref, ours = build_model(mrcnn_cfg), build_model(_cfg(repo_root))
+    ref_sd = ref.state_dict()
+    assert "backbone.fpn_lateral2.weight" in ref_sd  # detectron2's FPN names
+    detector = {k: v for k, v in ref_sd.items() if not k.startswith("roi_heads.mask_head.")}
+    incompatible = ours.load_state_dict(detector, strict=False)
+    assert not incompatible.unexpected_keys, incompatible.unexpected_keys
+    assert set(incompatible.missing_keys) == {
+        k for k in ours.state_dict() if k.startswith("roi_heads.mask_head.")
+    }
+    # the whole Mask R-CNN file through the project's checkpointer (its mask predictor, of
+    # another shape, is skipped): the detector's values arrive
+    InstSegCheckpointer(ref, str(tmp_path)).save("mask_rcnn")
+    ours = build_model(_cfg(repo_root))
+    InstSegCheckpointer(ours).load(str(tmp_path / "mask_rcnn.pth"))
+    got = ours.state_dict()
+    for k in ("backbone.fpn_lateral2.weight", "backbone.fpn_output5.bias",
+              "backbone.bottom_up.res4.1.conv2.weight", "proposal_generator.rpn_head.conv.weight",
+              "roi_heads.box_head.fc1.weight", "roi_heads.box_predictor.cls_score.weight"):  # fmt: skip
+        name = k.replace("backbone.fpn_", "backbone.fpn.fpn_")
+        assert torch.equal(got[name], ref_sd[k]), k
+
+
 def test_config_errors(repo_root):
     from detectron2.modeling import build_model
 
