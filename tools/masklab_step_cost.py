@@ -38,16 +38,21 @@ def _timed_parts(model, totals):
     for name in ("box_head", "box_predictor", "mask_head"):
         if getattr(heads, name, None) is not None:
             parts[name] = getattr(heads, name)
-    start = {}
     for name, module in parts.items():
-        module.register_forward_pre_hook(
-            lambda m, i, n=name: start.__setitem__(n, time.process_time())
-        )
-        module.register_forward_hook(
-            lambda m, i, o, n=name: totals.__setitem__(
-                n, totals[n] + time.process_time() - start[n]
-            )
-        )
+        _time_forward(module, name, totals)
+
+
+def _time_forward(module, name, totals):
+    start = []
+
+    def before(*_):
+        start.append(time.process_time())
+
+    def after(*_):
+        totals[name] += time.process_time() - start.pop()
+
+    module.register_forward_pre_hook(before)
+    module.register_forward_hook(after)
 
 
 def measure(config_file, opts, batches, iters, warmup, breakdown):
@@ -67,7 +72,6 @@ def measure(config_file, opts, batches, iters, warmup, breakdown):
     cpu, wall = [], []
     with EventStorage(0):
         for i, batch in enumerate(batches[: warmup + iters]):
-            totals_before = dict(totals)
             c0, w0 = time.process_time(), time.perf_counter()
             losses = model(batch)
             c1 = time.process_time()
@@ -76,10 +80,10 @@ def measure(config_file, opts, batches, iters, warmup, breakdown):
             loss.backward()
             optimizer.step()
             c2, w2 = time.process_time(), time.perf_counter()
-            totals["backward+step"] += c2 - c1
+            if breakdown:
+                totals["backward+step"] += c2 - c1
             if i < warmup:
-                totals.clear()
-                totals.update({k: 0.0 for k in totals_before})
+                totals.clear()  # warm-up steps are not counted
                 continue
             cpu.append(c2 - c0)
             wall.append(w2 - w0)
