@@ -10,10 +10,11 @@ from detectron2.structures import Instances
 from torch import nn
 
 from instseg_d2.layers import conv_norm_relu
+from instseg_d2.modeling.refine import RefineAndSum
 from instseg_d2.modeling.fcos.targets import instance_bitmasks
 
 
-class ProtoNet(nn.Module):
+class ProtoNet(RefineAndSum):
     """Bases B (N, K, H/4, W/4) from P3-P5: ``refine`` each level to ``convs_dim`` channels,
     sum at P3 (bilinear upsampling), ``tower`` = ``num_convs`` conv3x3, x2 bilinear upsample,
     conv3x3, conv1x1 to K.
@@ -36,14 +37,10 @@ class ProtoNet(nn.Module):
         common_stride: int = 8,
         loss_weight: float = 0.3,
     ):
-        super().__init__()
-        missing = [f for f in in_features if f not in input_shape]
-        if missing:
-            raise ValueError(f"MODEL.BASIS_MODULE.IN_FEATURES: no backbone level {missing}")
-        self.in_features = list(in_features)
-        self.refine = nn.ModuleList(
-            [conv_norm_relu(input_shape[f].channels, convs_dim, 3, norm) for f in in_features]
-        )
+        super().__init__(
+            input_shape, in_features, convs_dim, norm, aligned=False,
+            config_key="MODEL.BASIS_MODULE.IN_FEATURES",
+        )  # fmt: skip
         tower = [conv_norm_relu(convs_dim, convs_dim, 3, norm) for _ in range(num_convs)]
         tower += [
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
@@ -83,14 +80,7 @@ class ProtoNet(nn.Module):
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Returns the bases, (N, K, 2 H_p3, 2 W_p3)."""
-        x = None
-        for f, refine in zip(self.in_features, self.refine):
-            y = refine(features[f])
-            if x is None:
-                x = y
-            else:
-                x = x + F.interpolate(y, x.shape[-2:], mode="bilinear", align_corners=False)
-        return self.tower(x)
+        return self.tower(self.fuse(features))
 
     def semantic_loss(
         self, features: Dict[str, torch.Tensor], gt_instances: List[Instances]

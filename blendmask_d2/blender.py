@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling.poolers import ROIPooler
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Instances
 from torch import nn
 
 

@@ -2,13 +2,12 @@
 
 from typing import List
 
-import torch
 from detectron2.config import configurable
 from detectron2.modeling.meta_arch.build import META_ARCH_REGISTRY
-from torch import nn
 
 from instseg_d2.benchmark import stage
 from instseg_d2.modeling import OneStageDetector
+from instseg_d2.modeling.refine import top_conv
 
 from .basis_module import ProtoNet
 from .blender import Blender
@@ -37,14 +36,9 @@ class BlendMask(OneStageDetector):
         self.basis_module = basis_module
         self.blender = blender
         self.instance_loss_weight = instance_loss_weight
-        self.top_layer = nn.Conv2d(
-            self.proposal_generator.in_channels_to_top_module,
-            blender.attn_len,
-            kernel_size=3,
-            padding=1,
+        self.top_layer = top_conv(
+            self.proposal_generator.in_channels_to_top_module, blender.attn_len
         )
-        nn.init.normal_(self.top_layer.weight, std=0.01)
-        nn.init.constant_(self.top_layer.bias, 0)
 
     @classmethod
     def from_config(cls, cfg):

@@ -9,12 +9,12 @@ from detectron2.config import configurable
 from detectron2.modeling.meta_arch.build import META_ARCH_REGISTRY
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import BitMasks, ImageList, Instances
-from torch import nn
 
 from instseg_d2.benchmark import stage
 from instseg_d2.layers import aligned_bilinear, dice_loss
 from instseg_d2.modeling import OneStageDetector
 from instseg_d2.modeling.fcos.targets import instance_bitmasks
+from instseg_d2.modeling.refine import top_conv
 
 from .dynamic_head import DynamicMaskHead
 from .mask_branch import MaskBranch
@@ -51,14 +51,9 @@ class CondInst(OneStageDetector):
             )
         self.mask_branch = mask_branch
         self.mask_head = mask_head
-        self.controller = nn.Conv2d(
-            self.proposal_generator.in_channels_to_top_module,
-            mask_head.num_gen_params,
-            kernel_size=3,
-            padding=1,
+        self.controller = top_conv(
+            self.proposal_generator.in_channels_to_top_module, mask_head.num_gen_params
         )
-        nn.init.normal_(self.controller.weight, std=0.01)
-        nn.init.constant_(self.controller.bias, 0)
         self.max_proposals = max_proposals
         self.topk_proposals_per_im = topk_proposals_per_im
         self.mask_threshold = mask_threshold

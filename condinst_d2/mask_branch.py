@@ -10,10 +10,11 @@ from detectron2.structures import Instances
 from fvcore.nn import sigmoid_focal_loss_jit
 from torch import nn
 
-from instseg_d2.layers import aligned_bilinear, conv_norm_relu
+from instseg_d2.layers import conv_norm_relu
+from instseg_d2.modeling.refine import RefineAndSum
 
 
-class MaskBranch(nn.Module):
+class MaskBranch(RefineAndSum):
     """F_mask: ``refine`` (conv3x3 to ``channels`` per input level), sum at the first level's
     stride (coarser levels upsampled with aligned bilinear), ``tower`` (``num_convs`` conv3x3,
     then conv1x1 to ``out_channels``).
@@ -37,15 +38,10 @@ class MaskBranch(nn.Module):
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
     ):
-        super().__init__()
-        missing = [f for f in in_features if f not in input_shape]
-        if missing:
-            raise ValueError(f"MODEL.CONDINST.MASK_BRANCH.IN_FEATURES: no backbone level {missing}")
-        self.in_features = list(in_features)
-        self.out_stride = input_shape[self.in_features[0]].stride
-        self.refine = nn.ModuleList(
-            [conv_norm_relu(input_shape[f].channels, channels, 3, norm) for f in self.in_features]
-        )
+        super().__init__(
+            input_shape, in_features, channels, norm, aligned=True,
+            config_key="MODEL.CONDINST.MASK_BRANCH.IN_FEATURES",
+        )  # fmt: skip
         tower = [conv_norm_relu(channels, channels, 3, norm) for _ in range(num_convs)]
         tower.append(nn.Conv2d(channels, out_channels, 1))
         self.tower = nn.Sequential(*tower)
@@ -78,19 +74,7 @@ class MaskBranch(nn.Module):
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Returns F_mask, (N, out_channels, H/s, W/s) at ``self.out_stride``."""
-        x = None
-        for f, refine in zip(self.in_features, self.refine):
-            y = refine(features[f])
-            if x is None:
-                x = y
-                continue
-            factor = x.shape[-1] // y.shape[-1]
-            if x.shape[-2] != y.shape[-2] * factor or x.shape[-1] != y.shape[-1] * factor:
-                raise ValueError(
-                    f"mask branch: {f} {tuple(y.shape)} does not divide {tuple(x.shape)}"
-                )
-            x = x + aligned_bilinear(y, factor)
-        return self.tower(x)
+        return self.tower(self.fuse(features))
 
     def semantic_loss(
         self, features: Dict[str, torch.Tensor], gt_instances: List[Instances]

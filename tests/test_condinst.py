@@ -1,7 +1,5 @@
 """CondInst: the 169 dynamic parameters, grouped head == per-instance loop, targets, losses."""
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
