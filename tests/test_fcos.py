@@ -201,6 +201,11 @@ def test_head_shapes_scale_and_top_module():
     assert [x.shape for x in tops] == [(2, 5, 8, 8), (2, 5, 4, 4)]
     assert all((r >= 0).all() for r in reg) and ctr[0].shape == (2, 1, 8, 8)
     assert fcos.fcos_head.cls_logits.bias[0].item() == pytest.approx(-math.log(99))
+    assert fcos.fcos_head.bbox_pred.bias.abs().sum() == 0
+    head = FCOSHead(
+        input_shape=[type("S", (), {"channels": 32})()], num_classes=2, bbox_pred_bias_init=1.0
+    )
+    assert head.bbox_pred.bias.tolist() == [1.0] * 4
     fcos.fcos_head.scales[1].scale.data.fill_(0.0)
     assert fcos.fcos_head([feats["p0"], feats["p1"]])[1][1].abs().sum() == 0
     dets, _ = fcos(ImageList(torch.zeros(2, 3, 64, 64), [(64, 64)] * 2), feats, None, top)

@@ -25,6 +25,10 @@ def add_fcos_config(cfg: CN) -> None:
     _C.MODEL.FCOS.NORM = "GN"
     # Learnable per-level scalar s_l on the regression output: relu(s_l * bbox_pred(x)).
     _C.MODEL.FCOS.USE_SCALE = True
+    # Initial bias of bbox_pred (distances in strides; reference: 0). Through the ReLU, a location
+    # predicting zero width or height gets no GIoU gradient; a positive bias (the shapes BlendMask
+    # config: 1.0) starts every location with a box, so no positive is dead at initialisation.
+    _C.MODEL.FCOS.BBOX_PRED_BIAS_INIT = 0.0
     # pi: prior probability of the classification bias, b = -log((1 - pi) / pi).
     _C.MODEL.FCOS.PRIOR_PROB = 0.01
     # m_2..m_5 (paper): size ranges [0, 64], [64, 128], [128, 256], [256, 512], [512, inf] of

@@ -61,6 +61,7 @@ class FCOSHead(nn.Module):
         norm: str = "GN",
         use_scale: bool = True,
         prior_prob: float = 0.01,
+        bbox_pred_bias_init: float = 0.0,
     ):
         super().__init__()
         channels = {s.channels for s in input_shape}
@@ -95,6 +96,7 @@ class FCOSHead(nn.Module):
                 nn.init.normal_(m.weight, std=0.01)
                 nn.init.constant_(m.bias, 0)
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
+        nn.init.constant_(self.bbox_pred.bias, bbox_pred_bias_init)
 
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
@@ -108,6 +110,7 @@ class FCOSHead(nn.Module):
             "norm": f.NORM,
             "use_scale": f.USE_SCALE,
             "prior_prob": f.PRIOR_PROB,
+            "bbox_pred_bias_init": f.BBOX_PRED_BIAS_INIT,
         }
 
     @staticmethod
