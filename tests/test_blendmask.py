@@ -112,3 +112,14 @@ def test_blendmask_end_to_end_tiny(tiny_shapes, tmp_path, repo_root):
     with open(tmp_path / "metrics.json") as f:
         rec = [json.loads(l) for l in f if "loss_mask" in l]
     assert {"loss_mask", "loss_basis_sem", "loss_fcos_cls", "loss_fcos_loc"} <= set(rec[-1])
+
+
+def test_bad_config_values_are_named(tiny_shapes, repo_root, tmp_path):
+    from instseg_d2.engine import Trainer
+    from instseg_d2.testing import build_tiny_cfg
+
+    cfg = build_tiny_cfg(
+        f"{repo_root}/{SHAPES_CFG}", str(tmp_path), ["MODEL.BASIS_MODULE.IN_FEATURES", "['c3']"]
+    )
+    with pytest.raises(ValueError, match="MODEL.BASIS_MODULE.IN_FEATURES"):
+        Trainer.build_model(cfg)

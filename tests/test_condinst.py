@@ -174,3 +174,16 @@ def test_condinst_end_to_end_tiny(tiny_shapes, tmp_path, repo_root):
     with open(tmp_path / "metrics.json") as f:
         rec = [json.loads(l) for l in f if "loss_mask" in l]
     assert {"loss_mask", "loss_sem", "loss_fcos_cls"} <= set(rec[-1])
+
+
+def test_bad_config_values_are_named(tiny_shapes, repo_root, tmp_path):
+    from instseg_d2.engine import Trainer
+
+    for opts, match in [
+        (["MODEL.CONDINST.TOPK_PROPOSALS_PER_IM", "64"], "MAX_PROPOSALS and TOPK_PROPOSALS_PER_IM"),
+        (["MODEL.CONDINST.MASK_BRANCH.IN_FEATURES", "['p2', 'p3']"], "MASK_BRANCH.IN_FEATURES"),
+        (["MODEL.CONDINST.MASK_HEAD.NUM_LAYERS", "0"], "NUM_LAYERS"),
+    ]:
+        cfg = build_tiny_cfg(f"{repo_root}/{SHAPES_CFG}", str(tmp_path), opts)
+        with pytest.raises(ValueError, match=match):
+            Trainer.build_model(cfg)

@@ -212,6 +212,26 @@ def test_head_shapes_scale_and_top_module():
     assert len(dets) == 2 and all(d.has("top_feat") for d in dets)
     with pytest.raises(ValueError, match="LOSS_NORMALIZER_CLS"):
         _fcos(loss_normalizer_cls="mean")
+    with pytest.raises(ValueError, match="LOC_LOSS_TYPE"):
+        _fcos(loc_loss_type="l1")
+    with pytest.raises(ValueError, match="SIZES_OF_INTEREST"):
+        _fcos(soi=(64,))
+
+
+def test_bad_config_values_are_named(tiny_shapes, repo_root, tmp_path):
+    from instseg_d2.engine import Trainer
+    from instseg_d2.testing import build_tiny_cfg
+
+    cfg_file = f"{repo_root}/configs/FCOS/shapes_FCOS_R_18.yaml"
+    for key, value, match in [
+        ("MODEL.FCOS.NORM", "LN", "MODEL.FCOS.NORM"),
+        ("MODEL.FCOS.TOP_LEVELS", "3", "MODEL.FCOS.TOP_LEVELS"),
+        ("MODEL.FCOS.CENTER_SAMPLE_MODE", "centroid", "CENTER_SAMPLE_MODE"),
+        ("MODEL.FCOS.IN_FEATURES", "['p2', 'p3', 'p4', 'p5', 'p6']", "IN_FEATURES"),
+    ]:
+        cfg = build_tiny_cfg(cfg_file, str(tmp_path), [key, value])
+        with pytest.raises(ValueError, match=match):
+            Trainer.build_model(cfg)
 
 
 def test_fcos_end_to_end_tiny(tiny_shapes, tmp_path, repo_root):

@@ -70,8 +70,20 @@ class FCOS(nn.Module):
             raise ValueError(
                 f"MODEL.FCOS.CENTER_SAMPLE_MODE must be mask or box, got {center_sample_mode!r}"
             )
+        if loc_loss_type not in ("giou", "iou", "linear_iou"):
+            raise ValueError(
+                f"MODEL.FCOS.LOC_LOSS_TYPE must be giou, iou or linear_iou, got {loc_loss_type!r}"
+            )
         if len(strides) != len(in_features):
-            raise ValueError(f"FPN_STRIDES {list(strides)} vs IN_FEATURES {list(in_features)}")
+            raise ValueError(
+                f"MODEL.FCOS.FPN_STRIDES {list(strides)} and IN_FEATURES {list(in_features)} "
+                "differ in length"
+            )
+        if len(sizes_of_interest) != len(in_features) - 1:
+            raise ValueError(
+                f"MODEL.FCOS.SIZES_OF_INTEREST {list(sizes_of_interest)} needs one value fewer "
+                f"than the {len(in_features)} IN_FEATURES (the bounds between their size ranges)"
+            )
         self.fcos_head = head
         self.in_features = list(in_features)
         self.strides = list(strides)
