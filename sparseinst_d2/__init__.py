@@ -4,8 +4,9 @@ meta-architecture and its encoder / decoder registries."""
 
 from .checkpoint import convert_reference_state_dict, is_reference_state_dict
 from .config import add_sparseinst_config
-from .decoder import SPARSEINST_DECODER_REGISTRY, BaseIAMDecoder, GroupIAMDecoder
-from .encoder import SPARSEINST_ENCODER_REGISTRY, InstanceContextEncoder
+from .decoder import BaseIAMDecoder, GroupIAMDecoder
+from .encoder import InstanceContextEncoder
+from .registry import SPARSEINST_DECODER_REGISTRY, SPARSEINST_ENCODER_REGISTRY
 from .loss import SparseInstCriterion
 from .matcher import SparseInstMatcher
 from .sparseinst import SparseInst

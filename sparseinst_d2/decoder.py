@@ -18,16 +18,10 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import Conv2d
-from detectron2.utils.registry import Registry
 from fvcore.nn.weight_init import c2_msra_fill, c2_xavier_fill
 from torch import nn
 
-SPARSEINST_DECODER_REGISTRY = Registry("SPARSEINST_DECODER")
-SPARSEINST_DECODER_REGISTRY.__doc__ = """
-Registry for SparseInst decoders: ``cls(cfg, in_channels)`` via ``from_config``;
-``forward(features (B, C, H, W)) -> dict`` of ``pred_logits`` (B, N, K), ``pred_masks``
-(B, N, s*H, s*W), ``pred_objectness`` (B, N, 1) and ``pred_iam`` (B, N*G, H, W).
-"""
+from .registry import SPARSEINST_DECODER_REGISTRY, lookup
 
 
 def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
@@ -225,9 +219,6 @@ class GroupIAMSoftDecoder(BaseIAMDecoder):
 def build_sparseinst_decoder(cfg, in_channels: int) -> nn.Module:
     """The decoder named by ``MODEL.SPARSE_INST.DECODER.NAME``."""
     name = cfg.MODEL.SPARSE_INST.DECODER.NAME
-    if name not in SPARSEINST_DECODER_REGISTRY:
-        raise KeyError(
-            f"MODEL.SPARSE_INST.DECODER.NAME={name!r} is not a registered SparseInst decoder; "
-            f"registered: {sorted(k for k, _ in SPARSEINST_DECODER_REGISTRY)}"
-        )
-    return SPARSEINST_DECODER_REGISTRY.get(name)(cfg, in_channels)
+    return lookup(SPARSEINST_DECODER_REGISTRY, name, "MODEL.SPARSE_INST.DECODER.NAME")(
+        cfg, in_channels
+    )

@@ -10,15 +10,10 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec
-from detectron2.utils.registry import Registry
 from fvcore.nn.weight_init import c2_msra_fill, c2_xavier_fill
 from torch import nn
 
-SPARSEINST_ENCODER_REGISTRY = Registry("SPARSEINST_ENCODER")
-SPARSEINST_ENCODER_REGISTRY.__doc__ = """
-Registry for SparseInst encoders: ``cls(cfg, input_shape)`` via ``from_config``, called with the
-backbone's output shapes; ``forward(features: Dict[str, Tensor]) -> Tensor`` (B, C, H/8, W/8).
-"""
+from .registry import SPARSEINST_ENCODER_REGISTRY, lookup
 
 
 class PyramidPoolingModule(nn.Module):
@@ -130,9 +125,6 @@ class InstanceContextEncoder(nn.Module):
 def build_sparseinst_encoder(cfg, input_shape: Dict[str, ShapeSpec]) -> nn.Module:
     """The encoder named by ``MODEL.SPARSE_INST.ENCODER.NAME``."""
     name = cfg.MODEL.SPARSE_INST.ENCODER.NAME
-    if name not in SPARSEINST_ENCODER_REGISTRY:
-        raise KeyError(
-            f"MODEL.SPARSE_INST.ENCODER.NAME={name!r} is not a registered SparseInst encoder; "
-            f"registered: {sorted(k for k, _ in SPARSEINST_ENCODER_REGISTRY)}"
-        )
-    return SPARSEINST_ENCODER_REGISTRY.get(name)(cfg, input_shape)
+    return lookup(SPARSEINST_ENCODER_REGISTRY, name, "MODEL.SPARSE_INST.ENCODER.NAME")(
+        cfg, input_shape
+    )

@@ -59,6 +59,7 @@ class SparseInstPredictor(nn.Module):
             self.cls_threshold,
             self.mask_threshold,
             self.max_detections,
+            static_shapes=True,
         )
 
 

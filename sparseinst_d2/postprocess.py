@@ -36,7 +36,7 @@ def score_queries(
     Returns:
         rescored scores (Q,), labels (Q,) int64, mask probabilities (Q, h, w) and the bool
         ``keep`` (Q,), Q = min(N, max_detections). The caller applies ``keep`` last, so that
-        the number of queries stays static until the end (this is what makes it exportable).
+        the number of queries can stay static until the end (this is what makes it exportable).
     """
     probs = torch.sqrt(cls_logits.sigmoid() * objectness_logits.sigmoid())
     scores, labels = probs.max(dim=-1)
@@ -60,6 +60,7 @@ def detect(
     cls_threshold: float,
     mask_threshold: float,
     max_detections: int,
+    static_shapes: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The detections of one image: :func:`score_queries`, then :func:`masks_to_image` and
     the boxes of the masks.
@@ -68,6 +69,8 @@ def detect(
         cls_logits, mask_logits, objectness_logits: the decoder's outputs for this image.
         padded_size, image_size, output_size, mask_threshold: see :func:`masks_to_image`.
         cls_threshold, max_detections: see :func:`score_queries`.
+        static_shapes: for ``torch.export``: drop the rejected queries last rather than before
+            upsampling their masks, and crop without slicing (same results, more work).
 
     Returns:
         scores (M,), classes (M,) int64, masks (M, H_out, W_out) bool, boxes (M, 4) XYXY.
@@ -75,10 +78,16 @@ def detect(
     scores, classes, probs, keep = score_queries(
         cls_logits, mask_logits, objectness_logits, cls_threshold, mask_threshold, max_detections
     )
+    if not static_shapes:
+        scores, classes, probs = scores[keep], classes[keep], probs[keep]
     with stage("masks"):
-        masks = masks_to_image(probs, padded_size, image_size, output_size, mask_threshold)
+        masks = masks_to_image(
+            probs, padded_size, image_size, output_size, mask_threshold, static_shapes
+        )
     boxes = boxes_from_masks(masks)
-    return scores[keep], classes[keep], masks[keep], boxes[keep]
+    if static_shapes:
+        scores, classes, masks, boxes = scores[keep], classes[keep], masks[keep], boxes[keep]
+    return scores, classes, masks, boxes
 
 
 def resize_canvas(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
@@ -105,6 +114,7 @@ def masks_to_image(
     image_size: Tuple[int, int],
     output_size: Tuple[int, int],
     mask_threshold: float,
+    static_shapes: bool = False,
 ) -> torch.Tensor:
     """Binary masks at ``output_size`` from mask probabilities of the padded batch.
 
@@ -117,12 +127,17 @@ def masks_to_image(
         image_size: (H_img, W_img) of this image inside it.
         output_size: (H_out, W_out) wanted (the original image's size).
         mask_threshold: probability threshold.
+        static_shapes: crop with :func:`resize_canvas` (for ``torch.export``) instead of a
+            slice (a view: no copy).
 
     Returns:
         (M, H_out, W_out) bool.
     """
     m = F.interpolate(mask_probs[:, None], size=padded_size, mode="bilinear", align_corners=False)
-    m = resize_canvas(m, image_size)
+    if static_shapes:
+        m = resize_canvas(m, image_size)
+    else:
+        m = m[:, :, : image_size[0], : image_size[1]]
     if output_size[0] != image_size[0] or output_size[1] != image_size[1]:
         m = F.interpolate(m, size=output_size, mode="bilinear", align_corners=False)
     return m[:, 0] > mask_threshold

@@ -18,7 +18,7 @@ from .checkpoint import convert_reference_state_dict, is_reference_state_dict
 from .decoder import build_sparseinst_decoder
 from .encoder import build_sparseinst_encoder
 from .loss import SparseInstCriterion, target_masks
-from .postprocess import detect
+from .postprocess import detect, score_queries
 
 logger = logging.getLogger(__name__)
 
@@ -106,31 +106,41 @@ class SparseInst(nn.Module):
         return self.criterion(outputs, targets, [g.gt_classes for g in gt])
 
     def inference(self, batched_inputs: List[Dict], do_postprocess: bool = True):
-        """Detections per image: ``pred_masks`` (bool), ``scores``, ``pred_classes`` and
-        ``pred_boxes`` (of the masks). With ``do_postprocess`` the masks have the original
-        image's size (``height``, ``width``), otherwise the network input's."""
+        """Detections per image.
+
+        With ``do_postprocess``: ``pred_masks`` (bool) at the original image's size
+        (``height``, ``width``; the input's size if absent), ``scores``, ``pred_classes`` and
+        ``pred_boxes`` (of the masks). Without: the raw predictions at network resolution, as
+        the benchmark times the model: ``scores``, ``pred_classes`` and ``pred_mask_probs``
+        (M, H_pad/4, W_pad/4), the rescored queries' mask probabilities over the padded input,
+        not yet upsampled (the analogue of Mask R-CNN's 28x28 masks before pasting).
+        """
         images = self.preprocess_image(batched_inputs)
         outputs = self.predict(images.tensor)
         padded = tuple(images.tensor.shape[-2:])
         results = []
         for i, size in enumerate(images.image_sizes):
-            out_size = tuple(size)
-            if do_postprocess:
-                out_size = (
-                    batched_inputs[i].get("height", size[0]),
-                    batched_inputs[i].get("width", size[1]),
-                )
-            scores, classes, masks, boxes = detect(
-                outputs["pred_logits"][i],
-                outputs["pred_masks"][i],
-                outputs["pred_objectness"][i],
-                padded,
-                tuple(size),
-                out_size,
-                self.cls_threshold,
-                self.mask_threshold,
-                self.max_detections,
+            logits = outputs["pred_logits"][i]
+            mask_logits = outputs["pred_masks"][i]
+            objectness = outputs["pred_objectness"][i]
+            if not do_postprocess:
+                scores, classes, probs, keep = score_queries(
+                    logits, mask_logits, objectness, self.cls_threshold, self.mask_threshold,
+                    self.max_detections,
+                )  # fmt: skip
+                inst = Instances(tuple(probs.shape[-2:]))
+                inst.scores, inst.pred_classes = scores[keep], classes[keep]
+                inst.pred_mask_probs = probs[keep]
+                results.append({"instances": inst})
+                continue
+            out_size = (
+                batched_inputs[i].get("height", size[0]),
+                batched_inputs[i].get("width", size[1]),
             )
+            scores, classes, masks, boxes = detect(
+                logits, mask_logits, objectness, padded, tuple(size), out_size,
+                self.cls_threshold, self.mask_threshold, self.max_detections,
+            )  # fmt: skip
             inst = Instances(out_size)
             inst.pred_masks = masks
             inst.pred_boxes = Boxes(boxes)

@@ -209,7 +209,7 @@ def test_bad_decoder_name_and_groups():
 
     cfg = build_config("", ["MODEL.SPARSE_INST.DECODER.NAME", "Nope", "DATASETS.TRAIN", "()",
                             "DATASETS.TEST", "('coco_2017_val',)"])  # fmt: skip
-    with pytest.raises(KeyError, match="DECODER.NAME='Nope'.*GroupIAMDecoder"):
+    with pytest.raises(KeyError, match="DECODER.NAME=.Nope. is not registered.*GroupIAMDecoder"):
         build_sparseinst_decoder(cfg, 8)
     cfg.MODEL.SPARSE_INST.DECODER.NAME = "GroupIAMDecoder"
     cfg.MODEL.SPARSE_INST.DECODER.GROUPS = 0

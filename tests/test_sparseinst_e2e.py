@@ -51,7 +51,7 @@ def test_exported_equals_eager(tiny_model, tmp_path):
     with torch.no_grad():
         for img in (image, odd):
             scores, classes, masks, boxes = exported(img)
-            eager = model.inference([{"image": img}], do_postprocess=False)[0]["instances"]
+            eager = model([{"image": img}])[0]["instances"]  # at the input's size
             assert masks.shape[1:] == img.shape[1:] and len(scores) > 0
             assert torch.equal(classes, eager.pred_classes)
             assert torch.allclose(scores, eager.scores, rtol=1e-5, atol=1e-7)
@@ -61,18 +61,19 @@ def test_exported_equals_eager(tiny_model, tmp_path):
 
 
 def test_inference_sizes_and_boxes(tiny_model):
+    from instseg_d2.layers import boxes_from_masks
+
     model, images = tiny_model
-    x = dict(images[1], height=50, width=70)
     with torch.no_grad():
-        (out,) = model([x])
-    inst = out["instances"]
+        (out,) = model([dict(images[1], height=50, width=70)])
+        (raw,) = model.inference([images[1]], do_postprocess=False)
+    inst, raw = out["instances"], raw["instances"]
     assert inst.image_size == (50, 70) and inst.pred_masks.shape[1:] == (50, 70)
-    assert inst.pred_masks.dtype == torch.bool
-    assert len(inst) <= model.max_detections
-    m = inst.pred_masks[inst.pred_masks.flatten(1).any(1)][0]
-    ys, xs = torch.nonzero(m, as_tuple=True)
-    box = inst.pred_boxes.tensor[inst.pred_masks.flatten(1).any(1)][0]
-    assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    assert inst.pred_masks.dtype == torch.bool and 0 < len(inst) <= model.max_detections
+    assert torch.equal(inst.pred_boxes.tensor, boxes_from_masks(inst.pred_masks))
+    # raw: the same detections, masks as probabilities at stride 4 of the (96x96) input
+    assert raw.pred_mask_probs.shape[1:] == (24, 24)
+    assert torch.equal(inst.scores, raw.scores) and torch.equal(inst.pred_classes, raw.pred_classes)
 
 
 def test_training_lowers_loss(tiny_shapes, repo_root, tmp_path):
@@ -81,7 +82,7 @@ def test_training_lowers_loss(tiny_shapes, repo_root, tmp_path):
 
     from instseg_d2.engine import Trainer
 
-    opts = ["SOLVER.WARMUP_ITERS", "5", "SOLVER.WARMUP_FACTOR", "0.2", "SOLVER.BASE_LR", "2.5e-4"]
+    opts = ["SOLVER.WARMUP_ITERS", "5", "SOLVER.WARMUP_FACTOR", "0.2", "SOLVER.MAX_ITER", "15"]
     cfg = build_tiny_cfg(f"{repo_root}/{CONFIG}", str(tmp_path), opts)
     torch.manual_seed(1)
     model = Trainer.build_model(cfg)
