@@ -49,7 +49,8 @@ class SparseInst(nn.Module):
             criterion: matcher and losses.
             pixel_mean, pixel_std: input normalisation, in ``INPUT.FORMAT`` channel order.
             size_divisibility: the batch is padded to a multiple of this.
-            cls_threshold, mask_threshold, max_detections: see :func:`select_and_rescore`.
+            cls_threshold, mask_threshold, max_detections: see
+                :func:`~sparseinst_d2.postprocess.score_queries`.
         """
         super().__init__()
         self.backbone, self.encoder, self.decoder = backbone, encoder, decoder
