@@ -57,7 +57,7 @@ def main(argv=None):
     with torch.no_grad():
         for i, image in enumerate(images):
             scores, classes, masks, boxes = exported(image)
-            eager = model.inference([{"image": image}], do_postprocess=False)[0]["instances"]
+            eager = model([{"image": image}])[0]["instances"]  # at the input's size
             same = (
                 torch.equal(classes, eager.pred_classes)
                 and torch.equal(masks, eager.pred_masks)
