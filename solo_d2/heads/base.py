@@ -1,0 +1,129 @@
+"""The registry of SOLO heads and the pieces the three heads share.
+
+A SOLO head maps the re-scaled instance levels (and, for SOLOv2, the FPN features) to
+
+* ``outputs["cate"]``: list over levels of (N, C, S, S) category logits, and
+* whatever the head needs to produce masks, queried through
+  ``head.mask_probs(outputs, level, img_idx, cells, out_size=None)``: (K, h, w) mask
+  probabilities of the given cells (``cells`` are flat indices ``i * S + j``, ``i`` the row) of
+  the given images at that level, at the head's own resolution for the level (training
+  targets are built at that size) or bilinearly resized to ``out_size`` (inference, stride 4).
+"""
+
+import math
+from typing import List
+
+import torch
+import torch.nn.functional as F
+from detectron2.layers import Conv2d, get_norm
+from detectron2.utils.registry import Registry
+from torch import nn
+
+SOLO_HEAD_REGISTRY = Registry("SOLO_HEAD")
+SOLO_HEAD_REGISTRY.__doc__ = """SOLO heads, selected by ``MODEL.SOLO.HEAD_NAME``.
+Called with ``(cfg, input_shape)`` where input_shape is the backbone's ``output_shape()``."""
+
+
+def build_solo_head(cfg, input_shape):
+    """Build the head named by ``MODEL.SOLO.HEAD_NAME``; unknown names raise a ValueError."""
+    name = cfg.MODEL.SOLO.HEAD_NAME
+    if name not in SOLO_HEAD_REGISTRY:
+        known = ", ".join(sorted(k for k, _ in SOLO_HEAD_REGISTRY))
+        raise ValueError(f"MODEL.SOLO.HEAD_NAME={name!r} is not a SOLO head; known heads: {known}")
+    return SOLO_HEAD_REGISTRY.get(name)(cfg, input_shape)
+
+
+def rescale_instance_levels(feats: List[torch.Tensor]) -> List[torch.Tensor]:
+    """SOLO's level re-scaling: first level x0.5, last level to the previous level's size.
+
+    With P2..P6 (strides 4..64) this gives strides [8, 8, 16, 32, 32]. Bilinear,
+    ``align_corners=False``, as the references.
+    """
+    if len(feats) < 2:
+        raise ValueError(f"SOLO needs at least 2 instance levels, got {len(feats)}")
+    out = list(feats)
+    out[0] = F.interpolate(feats[0], scale_factor=0.5, mode="bilinear", align_corners=False)
+    out[-1] = F.interpolate(feats[-1], size=feats[-2].shape[-2:], mode="bilinear", align_corners=False)
+    return out
+
+
+def conv_norm_relu(in_ch: int, out_ch: int, kernel: int, norm: str) -> Conv2d:
+    """``kernel`` x ``kernel`` conv (bias only without norm) + norm + ReLU."""
+    return Conv2d(
+        in_ch,
+        out_ch,
+        kernel,
+        padding=kernel // 2,
+        bias=not norm,
+        norm=get_norm(norm, out_ch),
+        activation=F.relu,
+    )
+
+
+def conv_tower(in_ch: int, ch: int, num_convs: int, norm: str) -> nn.Sequential:
+    """``num_convs`` 3x3 conv + norm + ReLU blocks, the first from ``in_ch`` channels."""
+    return nn.Sequential(
+        *[conv_norm_relu(in_ch if i == 0 else ch, ch, 3, norm) for i in range(num_convs)]
+    )
+
+
+def init_normal(module: nn.Module, std: float = 0.01, bias: float = 0.0) -> None:
+    """Normal(0, std) weights and constant biases for every conv in ``module``."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, bias)
+
+
+def prior_bias(prior_prob: float) -> float:
+    """Bias b with sigmoid(b) = prior_prob (focal-loss initialisation)."""
+    return -math.log((1 - prior_prob) / prior_prob)
+
+
+class CategoryBranch(nn.Module):
+    """Semantic category branch of every SOLO head.
+
+    The level's features are bilinearly resized to S x S, then ``num_convs`` 3x3 conv + GN +
+    ReLU, then a 3x3 conv to C logits: cell (i, j) predicts the class of the object whose
+    centre falls in it.
+    """
+
+    def __init__(self, in_ch: int, ch: int, num_convs: int, num_classes: int, norm: str, prior):
+        super().__init__()
+        self.tower = conv_tower(in_ch, ch, num_convs, norm)
+        self.pred = nn.Conv2d(ch, num_classes, 3, padding=1)
+        init_normal(self.tower)
+        init_normal(self.pred, bias=prior_bias(prior))
+
+    def forward(self, x: torch.Tensor, num_grid: int) -> torch.Tensor:
+        """(N, Cin, H, W) -> (N, C, S, S) logits."""
+        x = F.interpolate(x, size=num_grid, mode="bilinear", align_corners=False)
+        return self.pred(self.tower(x))
+
+
+def head_args_from_config(cfg, input_shape) -> dict:
+    """Constructor arguments common to the three heads."""
+    s = cfg.MODEL.SOLO
+    channels = {input_shape[f].channels for f in s.INSTANCE_IN_FEATURES}
+    if len(channels) != 1:
+        raise ValueError(f"MODEL.SOLO.INSTANCE_IN_FEATURES must have equal channels: {channels}")
+    return {
+        "in_channels": channels.pop(),
+        "num_classes": s.NUM_CLASSES,
+        "num_grids": list(s.NUM_GRIDS),
+        "channels": s.INSTANCE_CHANNELS,
+        "num_convs": s.NUM_INSTANCE_CONVS,
+        "norm": s.NORM,
+        "use_coord": s.USE_COORD_CONV,
+        "prior_prob": s.PRIOR_PROB,
+    }
+
+
+def select_resize(probs: torch.Tensor, out_size=None) -> torch.Tensor:
+    """(K, h, w) -> (K, *out_size) bilinear (no-op without out_size)."""
+    if out_size is None or tuple(probs.shape[-2:]) == tuple(out_size):
+        return probs
+    if probs.shape[0] == 0:
+        return probs.new_zeros((0, *out_size))
+    return F.interpolate(probs[None], size=tuple(out_size), mode="bilinear", align_corners=False)[0]
