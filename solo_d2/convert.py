@@ -37,8 +37,10 @@ _RULES = [
     (r"ins_head\.kernel_tower\.(\d+)\.(weight|bias)", "head.kernel_tower.{k}{n}.{p}"),
     (r"ins_head\.cate_pred\.(weight|bias)", r"head.cate_branch.pred.\1"),
     (r"ins_head\.kernel_pred\.(weight|bias)", r"head.kernel_pred.\1"),
-    (r"mask_head\.convs_all_levels\.(\d+)\.conv(\d+)\.0\.(weight|bias)", r"head.mask_branch.levels.\1.\2.\3"),
-    (r"mask_head\.convs_all_levels\.(\d+)\.conv(\d+)\.1\.(weight|bias)", r"head.mask_branch.levels.\1.\2.norm.\3"),
+    (r"mask_head\.convs_all_levels\.(\d+)\.conv(\d+)\.0\.(weight|bias)",
+     r"head.mask_branch.levels.\1.\2.\3"),
+    (r"mask_head\.convs_all_levels\.(\d+)\.conv(\d+)\.1\.(weight|bias)",
+     r"head.mask_branch.levels.\1.\2.norm.\3"),
     (r"mask_head\.conv_pred\.0\.(weight|bias)", r"head.mask_branch.pred.\1"),
     (r"mask_head\.conv_pred\.1\.(weight|bias)", r"head.mask_branch.pred.norm.\1"),
 ]  # fmt: skip

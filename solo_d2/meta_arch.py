@@ -135,9 +135,9 @@ class SOLO(nn.Module):
         )  # fmt: skip
         if not probs:  # keep the mask branch in the graph (DDP) when nothing is positive
             zero = torch.zeros(1, dtype=torch.int64, device=self.device)
-            losses["loss_ins"] = losses["loss_ins"] + 0.0 * self.head.mask_probs(
-                outputs, 0, zero, zero
-            ).sum()
+            losses["loss_ins"] = (
+                losses["loss_ins"] + 0.0 * self.head.mask_probs(outputs, 0, zero, zero).sum()
+            )
         return losses
 
     @torch.no_grad()
@@ -176,7 +176,9 @@ def _check_levels(s, shapes) -> None:
     for key in ("INSTANCE_IN_FEATURES", "MASK_IN_FEATURES"):
         missing = [f for f in s[key] if f not in shapes]
         if missing:
-            raise ValueError(f"MODEL.SOLO.{key}: {missing} not among backbone outputs {list(shapes)}")
+            raise ValueError(
+                f"MODEL.SOLO.{key}: {missing} not among backbone outputs {list(shapes)}"
+            )
     raw = [shapes[f].stride for f in s.INSTANCE_IN_FEATURES]
     eff = [2 * raw[0]] + raw[1:-1] + [raw[-2]]
     if eff != list(s.FPN_INSTANCE_STRIDES):

@@ -148,7 +148,9 @@ def test_matrix_nms_equals_per_pair_formula(kernel):
     n, size = 14, 12
     base = torch.rand(4, size, size, generator=g) > 0.5
     # masks derived from a few bases so that IoUs are high and varied
-    masks = base[torch.randint(0, 4, (n,), generator=g)] ^ (torch.rand(n, size, size, generator=g) > 0.85)
+    masks = base[torch.randint(0, 4, (n,), generator=g)] ^ (
+        torch.rand(n, size, size, generator=g) > 0.85
+    )
     labels = torch.randint(0, 3, (n,), generator=g)
     scores = torch.sort(torch.rand(n, generator=g), descending=True).values
     got = matrix_nms(masks, labels, scores, kernel=kernel, sigma=2.0)
@@ -287,8 +289,9 @@ def _tiny_model(head_name):
     torch.manual_seed(0)
     grids = [8, 6, 4, 3, 2]
     if head_name == "SOLOv2Head":
-        head = SOLOv2Head(**{**HEAD_KW, "num_grids": grids}, mask_in_features=["p2", "p3", "p4", "p5"],
-                          mask_in_channels=32, mask_channels=32, num_masks=32)  # fmt: skip
+        head = SOLOv2Head(**{**HEAD_KW, "num_grids": grids}, mask_in_channels=32,
+                          mask_in_features=["p2", "p3", "p4", "p5"], mask_channels=32,
+                          num_masks=32)  # fmt: skip
     else:
         head = {"SOLOHead": SOLOHead, "DecoupledSOLOHead": DecoupledSOLOHead}[head_name](
             **{**HEAD_KW, "num_grids": grids}
@@ -361,7 +364,8 @@ def test_end_to_end_tiny_shapes(tiny_shapes, tmp_path, repo_root, variant):
     # After 3 iterations scores and mask probabilities are still near their initial values
     # (category prior 0.01; SOLO masks 0.01): thresholds at 0 so that the evaluation gets
     # detections through the whole inference path (point NMS, Matrix NMS, resizing, boxes).
-    opts = ["MODEL.SOLO.SCORE_THR", "0.0", "MODEL.SOLO.MASK_THR", "0.0", "MODEL.SOLO.NMS_PRE", "50"]
+    opts = ["MODEL.SOLO.SCORE_THR", "0.0", "MODEL.SOLO.MASK_THR", "0.0",
+            "MODEL.SOLO.UPDATE_THR", "0.0", "MODEL.SOLO.NMS_PRE", "50"]  # fmt: skip
     res = train_and_evaluate(
         f"{repo_root}/configs/SOLO/shapes_{variant}_R_18.yaml", str(tmp_path), opts
     )
@@ -383,8 +387,10 @@ def _adelaidet_solov2_head_spec(num_classes=80, fpn=256, ch=512, convs=4, e=256,
             spec[f"ins_head.{tower}.{3 * k + 1}.weight"] = (ch,)
             spec[f"ins_head.{tower}.{3 * k + 1}.bias"] = (ch,)
     spec.update({
-        "ins_head.cate_pred.weight": (num_classes, ch, 3, 3), "ins_head.cate_pred.bias": (num_classes,),
-        "ins_head.kernel_pred.weight": (e, ch, 3, 3), "ins_head.kernel_pred.bias": (e,),
+        "ins_head.cate_pred.weight": (num_classes, ch, 3, 3),
+        "ins_head.cate_pred.bias": (num_classes,),
+        "ins_head.kernel_pred.weight": (e, ch, 3, 3),
+        "ins_head.kernel_pred.bias": (e,),
     })  # fmt: skip
     for lvl in range(4):
         for j in range(max(lvl, 1)):
@@ -403,6 +409,7 @@ def test_adelaidet_solov2_checkpoint_loads(tmp_path, repo_root):
 
     from instseg_d2.engine import InstSegCheckpointer, build_config
     from solo_d2.convert import NotAdelaiDetSOLOv2Error, convert_adelaidet_solov2
+
     spec = importlib.util.spec_from_file_location(
         "solo_convert_adelaidet", f"{repo_root}/tools/solo_convert_adelaidet.py"
     )
@@ -424,7 +431,9 @@ def test_adelaidet_solov2_checkpoint_loads(tmp_path, repo_root):
     assert len(converted) == len(model.state_dict()) == len(ref)
     sd = model.state_dict()
     assert torch.equal(sd["head.kernel_tower.0.weight"], state["ins_head.kernel_tower.0.weight"])
-    assert torch.equal(sd["head.cate_branch.tower.3.norm.bias"], state["ins_head.cate_tower.10.bias"])
+    assert torch.equal(
+        sd["head.cate_branch.tower.3.norm.bias"], state["ins_head.cate_tower.10.bias"]
+    )
     assert torch.equal(sd["head.mask_branch.levels.3.2.weight"],
                        state["mask_head.convs_all_levels.3.conv2.0.weight"])  # fmt: skip
     # through the CLI and the platform's strict (evaluation) checkpointer
@@ -433,7 +442,9 @@ def test_adelaidet_solov2_checkpoint_loads(tmp_path, repo_root):
     cli.main([str(src), str(dst)])
     fresh = build_model(cfg)
     InstSegCheckpointer(fresh, strict=True).load(str(dst))
-    assert torch.equal(fresh.state_dict()["head.kernel_pred.bias"], state["ins_head.kernel_pred.bias"])
+    assert torch.equal(
+        fresh.state_dict()["head.kernel_pred.bias"], state["ins_head.kernel_pred.bias"]
+    )
     # another model's checkpoint, or a key that fits no AdelaiDet name, is refused
     with pytest.raises(NotAdelaiDetSOLOv2Error, match="no 'ins_head"):
         convert_adelaidet_solov2({"roi_heads.box_predictor.cls_score.weight": torch.zeros(1)})

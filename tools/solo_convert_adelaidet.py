@@ -26,7 +26,9 @@ def main(argv=None):
         model = load_adelaidet_solov2(args.input)
     except NotAdelaiDetSOLOv2Error as e:
         sys.exit(f"{args.input}: {e}")
-    torch.save({"model": model, "__author__": "AdelaiDet SOLOv2, converted by solo_d2"}, args.output)
+    torch.save(
+        {"model": model, "__author__": "AdelaiDet SOLOv2, converted by solo_d2"}, args.output
+    )
     print(f"wrote {len(model)} tensors to {args.output}")
 
 

@@ -43,7 +43,9 @@ def rescale_instance_levels(feats: List[torch.Tensor]) -> List[torch.Tensor]:
         raise ValueError(f"SOLO needs at least 2 instance levels, got {len(feats)}")
     out = list(feats)
     out[0] = F.interpolate(feats[0], scale_factor=0.5, mode="bilinear", align_corners=False)
-    out[-1] = F.interpolate(feats[-1], size=feats[-2].shape[-2:], mode="bilinear", align_corners=False)
+    out[-1] = F.interpolate(
+        feats[-1], size=feats[-2].shape[-2:], mode="bilinear", align_corners=False
+    )
     return out
 
 
@@ -102,22 +104,66 @@ class CategoryBranch(nn.Module):
         return self.pred(self.tower(x))
 
 
-def head_args_from_config(cfg, input_shape) -> dict:
-    """Constructor arguments common to the three heads."""
-    s = cfg.MODEL.SOLO
-    channels = {input_shape[f].channels for f in s.INSTANCE_IN_FEATURES}
-    if len(channels) != 1:
-        raise ValueError(f"MODEL.SOLO.INSTANCE_IN_FEATURES must have equal channels: {channels}")
-    return {
-        "in_channels": channels.pop(),
-        "num_classes": s.NUM_CLASSES,
-        "num_grids": list(s.NUM_GRIDS),
-        "channels": s.INSTANCE_CHANNELS,
-        "num_convs": s.NUM_INSTANCE_CONVS,
-        "norm": s.NORM,
-        "use_coord": s.USE_COORD_CONV,
-        "prior_prob": s.PRIOR_PROB,
-    }
+class GridHead(nn.Module):
+    """What the three heads share: the grid numbers, CoordConv switch, tower hyper-parameters
+    and the :class:`CategoryBranch`. Subclasses add their mask branch and ``mask_probs``.
+
+    Args:
+        in_channels: channels of the instance levels (FPN width).
+        num_classes: C.
+        num_grids: S per level.
+        channels, num_convs, norm: width, depth and norm of the instance towers.
+        use_coord: CoordConv on the mask / kernel branch input.
+        prior_prob: initial probability of the category (and SOLO mask) predictors.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_classes: int,
+        num_grids: List[int],
+        channels: int = 256,
+        num_convs: int = 7,
+        norm: str = "GN",
+        use_coord: bool = True,
+        prior_prob: float = 0.01,
+    ):
+        super().__init__()
+        self.num_grids = list(num_grids)
+        self.use_coord = use_coord
+        self.in_channels, self.channels, self.num_convs, self.norm = (
+            in_channels, channels, num_convs, norm
+        )  # fmt: skip
+        self.prior_prob = prior_prob
+        self.cate_branch = CategoryBranch(
+            in_channels, channels, num_convs, num_classes, norm, prior_prob
+        )
+
+    @classmethod
+    def from_config(cls, cfg, input_shape) -> dict:
+        s = cfg.MODEL.SOLO
+        channels = {input_shape[f].channels for f in s.INSTANCE_IN_FEATURES}
+        if len(channels) != 1:
+            raise ValueError(
+                f"MODEL.SOLO.INSTANCE_IN_FEATURES must have equal channels: {channels}"
+            )
+        return {
+            "in_channels": channels.pop(),
+            "num_classes": s.NUM_CLASSES,
+            "num_grids": list(s.NUM_GRIDS),
+            "channels": s.INSTANCE_CHANNELS,
+            "num_convs": s.NUM_INSTANCE_CONVS,
+            "norm": s.NORM,
+            "use_coord": s.USE_COORD_CONV,
+            "prior_prob": s.PRIOR_PROB,
+        }
+
+    def tower(self, extra_in: int = 0) -> nn.Sequential:
+        """A new instance tower (normal(0.01) init) on ``in_channels + extra_in`` channels."""
+        t = conv_tower(self.in_channels + extra_in, self.channels, self.num_convs, self.norm)
+        init_normal(t)
+        return t
 
 
 def select_resize(probs: torch.Tensor, out_size=None) -> torch.Tensor:

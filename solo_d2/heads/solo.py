@@ -9,15 +9,7 @@ from torch import nn
 
 from instseg_d2.layers import coordinate_features
 
-from .base import (
-    SOLO_HEAD_REGISTRY,
-    CategoryBranch,
-    conv_tower,
-    head_args_from_config,
-    init_normal,
-    prior_bias,
-    select_resize,
-)
+from .base import SOLO_HEAD_REGISTRY, GridHead, init_normal, prior_bias, select_resize
 
 
 def _upsample2(x: torch.Tensor) -> torch.Tensor:
@@ -25,43 +17,25 @@ def _upsample2(x: torch.Tensor) -> torch.Tensor:
 
 
 @SOLO_HEAD_REGISTRY.register()
-class SOLOHead(nn.Module):
+class SOLOHead(GridHead):
     """Vanilla SOLO: every cell of the S x S grid owns one full mask channel.
 
     Mask branch (shared over levels): [features, x, y] (CoordConv) -> ``num_convs`` x (3x3 conv
     + GN + ReLU) -> bilinear x2 -> per-level 1x1 conv to S^2 channels, so level k predicts
-    S_k^2 masks at half its stride. Category branch: :class:`CategoryBranch`.
+    S_k^2 masks at half its stride. Category branch: :class:`CategoryBranch`. Arguments: see
+    :class:`GridHead` (SOLO: 7 convs of 256 channels).
 
     ``outputs``: ``cate`` list of (N, C, S, S); ``masks`` list of (N, S^2, 2h, 2w) logits.
     """
 
     @configurable
-    def __init__(
-        self,
-        *,
-        in_channels: int,
-        num_classes: int,
-        num_grids: List[int],
-        channels: int = 256,
-        num_convs: int = 7,
-        norm: str = "GN",
-        use_coord: bool = True,
-        prior_prob: float = 0.01,
-    ):
-        super().__init__()
-        self.num_grids = list(num_grids)
-        self.use_coord = use_coord
-        self.mask_tower = conv_tower(in_channels + 2 * use_coord, channels, num_convs, norm)
-        self.mask_preds = nn.ModuleList([nn.Conv2d(channels, s * s, 1) for s in num_grids])
-        self.cate_branch = CategoryBranch(
-            in_channels, channels, num_convs, num_classes, norm, prior_prob
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.mask_tower = self.tower(2 * self.use_coord)
+        self.mask_preds = nn.ModuleList(
+            [nn.Conv2d(self.channels, s * s, 1) for s in self.num_grids]
         )
-        init_normal(self.mask_tower)
-        init_normal(self.mask_preds, bias=prior_bias(prior_prob))
-
-    @classmethod
-    def from_config(cls, cfg, input_shape):
-        return head_args_from_config(cfg, input_shape)
+        init_normal(self.mask_preds, bias=prior_bias(self.prior_prob))
 
     def forward(self, feats: List[torch.Tensor], features: Optional[Dict] = None) -> Dict:
         cate, masks = [], []
@@ -82,49 +56,27 @@ class SOLOHead(nn.Module):
 
 
 @SOLO_HEAD_REGISTRY.register()
-class DecoupledSOLOHead(nn.Module):
+class DecoupledSOLOHead(GridHead):
     """Decoupled SOLO: the S^2 masks of a level are factored into S "x" and S "y" masks.
 
     Two mask branches, each as SOLO's but with a single coordinate channel (x for the x branch,
     y for the y branch) and ending in a per-level 3x3 conv to S channels. The mask of cell
     (i, j) (row i, column j) is ``sigmoid(y_i) * sigmoid(x_j)``: 2S instead of S^2 output
-    channels per level.
+    channels per level. Arguments: see :class:`GridHead`.
 
     ``outputs``: ``cate``; ``masks_x`` / ``masks_y`` lists of (N, S, 2h, 2w) logits.
     """
 
     @configurable
-    def __init__(
-        self,
-        *,
-        in_channels: int,
-        num_classes: int,
-        num_grids: List[int],
-        channels: int = 256,
-        num_convs: int = 7,
-        norm: str = "GN",
-        use_coord: bool = True,
-        prior_prob: float = 0.01,
-    ):
-        super().__init__()
-        self.num_grids = list(num_grids)
-        self.use_coord = use_coord
-        in_m = in_channels + int(use_coord)
-        self.mask_tower_x = conv_tower(in_m, channels, num_convs, norm)
-        self.mask_tower_y = conv_tower(in_m, channels, num_convs, norm)
-        self.mask_preds_x = nn.ModuleList([nn.Conv2d(channels, s, 3, padding=1) for s in num_grids])
-        self.mask_preds_y = nn.ModuleList([nn.Conv2d(channels, s, 3, padding=1) for s in num_grids])
-        self.cate_branch = CategoryBranch(
-            in_channels, channels, num_convs, num_classes, norm, prior_prob
-        )
-        for m in (self.mask_tower_x, self.mask_tower_y):
-            init_normal(m)
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.mask_tower_x = self.tower(int(self.use_coord))
+        self.mask_tower_y = self.tower(int(self.use_coord))
+        ch, grids = self.channels, self.num_grids
+        self.mask_preds_x = nn.ModuleList([nn.Conv2d(ch, s, 3, padding=1) for s in grids])
+        self.mask_preds_y = nn.ModuleList([nn.Conv2d(ch, s, 3, padding=1) for s in grids])
         for m in (self.mask_preds_x, self.mask_preds_y):
-            init_normal(m, bias=prior_bias(prior_prob))
-
-    @classmethod
-    def from_config(cls, cfg, input_shape):
-        return head_args_from_config(cfg, input_shape)
+            init_normal(m, bias=prior_bias(self.prior_prob))
 
     def forward(self, feats: List[torch.Tensor], features: Optional[Dict] = None) -> Dict:
         cate, masks_x, masks_y = [], [], []

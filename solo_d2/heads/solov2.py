@@ -9,15 +9,7 @@ from torch import nn
 
 from instseg_d2.layers import coordinate_features
 
-from .base import (
-    SOLO_HEAD_REGISTRY,
-    CategoryBranch,
-    conv_norm_relu,
-    conv_tower,
-    head_args_from_config,
-    init_normal,
-    select_resize,
-)
+from .base import SOLO_HEAD_REGISTRY, GridHead, conv_norm_relu, init_normal, select_resize
 
 
 def _with_coords(x: torch.Tensor) -> torch.Tensor:
@@ -64,13 +56,20 @@ class MaskFeatureBranch(nn.Module):
 
 
 @SOLO_HEAD_REGISTRY.register()
-class SOLOv2Head(nn.Module):
+class SOLOv2Head(GridHead):
     """SOLOv2: each cell predicts a 1x1 kernel of E weights applied to shared mask features.
 
     Kernel branch (shared over levels): [features, x, y] bilinearly resized to S x S ->
     ``num_convs`` x (3x3 conv + GN + ReLU) -> 3x3 conv to E. Category branch:
     :class:`CategoryBranch`. Mask features: :class:`MaskFeatureBranch`. The mask of cell c of
     image b is ``sigmoid(sum_e kernel[b, e, c] * mask_feat[b, e])`` (dynamic 1x1 conv).
+
+    Args:
+        mask_in_features: FPN levels of the mask-feature branch (stride 4 first).
+        mask_in_channels: their channels.
+        mask_channels: width of the mask-feature branch.
+        num_masks: E.
+        others: see :class:`GridHead` (SOLOv2: 4 convs of 512 channels).
 
     ``outputs``: ``cate``; ``kernels`` list of (N, E, S, S); ``mask_feat`` (N, E, H/4, W/4).
     """
@@ -79,38 +78,27 @@ class SOLOv2Head(nn.Module):
     def __init__(
         self,
         *,
-        in_channels: int,
-        num_classes: int,
-        num_grids: List[int],
         mask_in_features: List[str],
         mask_in_channels: int,
-        channels: int = 512,
-        num_convs: int = 4,
-        norm: str = "GN",
-        use_coord: bool = True,
-        prior_prob: float = 0.01,
         mask_channels: int = 128,
         num_masks: int = 256,
+        channels: int = 512,
+        num_convs: int = 4,
+        **kwargs,
     ):
-        super().__init__()
-        self.num_grids = list(num_grids)
-        self.use_coord = use_coord
+        super().__init__(channels=channels, num_convs=num_convs, **kwargs)
         self.mask_in_features = list(mask_in_features)
-        self.cate_branch = CategoryBranch(
-            in_channels, channels, num_convs, num_classes, norm, prior_prob
-        )
-        self.kernel_tower = conv_tower(in_channels + 2 * use_coord, channels, num_convs, norm)
+        self.kernel_tower = self.tower(2 * self.use_coord)
         self.kernel_pred = nn.Conv2d(channels, num_masks, 3, padding=1)
-        init_normal(self.kernel_tower)
         init_normal(self.kernel_pred)
         self.mask_branch = MaskFeatureBranch(
-            mask_in_channels, mask_channels, num_masks, len(mask_in_features), norm
+            mask_in_channels, mask_channels, num_masks, len(mask_in_features), self.norm
         )
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         s = cfg.MODEL.SOLO
-        ret = head_args_from_config(cfg, input_shape)
+        ret = super().from_config(cfg, input_shape)
         channels = {input_shape[f].channels for f in s.MASK_IN_FEATURES}
         if len(channels) != 1:
             raise ValueError(f"MODEL.SOLO.MASK_IN_FEATURES must have equal channels: {channels}")
