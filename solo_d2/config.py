@@ -46,8 +46,13 @@ def add_solo_config(cfg: CN) -> None:
     # CoordConv: append normalised (x, y) coordinates to the mask/kernel branch input
     # (Decoupled SOLO: x to the x branch, y to the y branch).
     s.USE_COORD_CONV = True
-    # Prior probability for the initial bias of the category (and SOLO mask) predictors.
+    # Prior probability for the initial bias of the category predictor (focal-loss init).
     s.PRIOR_PROB = 0.01
+    # Initial probability of the SOLO / Decoupled SOLO mask predictors (each of the x and y
+    # predictors for Decoupled SOLO). The references use 0.01, where the sigmoid's slope is 25x
+    # smaller than at 0.5: their mask branch starts on a long plateau (12-36 COCO epochs absorb
+    # it). SOLOv2's dynamic masks start near 0.5 whatever this value.
+    s.MASK_PRIOR_PROB = 0.01
     # SOLOv2 mask-feature branch: FPN levels fused at stride 4 (the last gets coordinates),
     # their width, and E, the number of mask-feature channels (= length of each dynamic 1x1
     # kernel; AdelaiDet's NUM_KERNELS and NUM_MASKS, which must be equal).

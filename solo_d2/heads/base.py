@@ -114,7 +114,9 @@ class GridHead(nn.Module):
         num_grids: S per level.
         channels, num_convs, norm: width, depth and norm of the instance towers.
         use_coord: CoordConv on the mask / kernel branch input.
-        prior_prob: initial probability of the category (and SOLO mask) predictors.
+        prior_prob: initial probability of the category predictor.
+        mask_prior_prob: initial probability of SOLO's (and Decoupled SOLO's x / y) mask
+            predictors (references: 0.01; unused by SOLOv2).
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class GridHead(nn.Module):
         norm: str = "GN",
         use_coord: bool = True,
         prior_prob: float = 0.01,
+        mask_prior_prob: float = 0.01,
     ):
         super().__init__()
         self.num_grids = list(num_grids)
@@ -135,7 +138,7 @@ class GridHead(nn.Module):
         self.in_channels, self.channels, self.num_convs, self.norm = (
             in_channels, channels, num_convs, norm
         )  # fmt: skip
-        self.prior_prob = prior_prob
+        self.mask_prior_prob = mask_prior_prob
         self.cate_branch = CategoryBranch(
             in_channels, channels, num_convs, num_classes, norm, prior_prob
         )
@@ -157,6 +160,7 @@ class GridHead(nn.Module):
             "norm": s.NORM,
             "use_coord": s.USE_COORD_CONV,
             "prior_prob": s.PRIOR_PROB,
+            "mask_prior_prob": s.MASK_PRIOR_PROB,
         }
 
     def tower(self, extra_in: int = 0) -> nn.Sequential:

@@ -35,7 +35,7 @@ class SOLOHead(GridHead):
         self.mask_preds = nn.ModuleList(
             [nn.Conv2d(self.channels, s * s, 1) for s in self.num_grids]
         )
-        init_normal(self.mask_preds, bias=prior_bias(self.prior_prob))
+        init_normal(self.mask_preds, bias=prior_bias(self.mask_prior_prob))
 
     def forward(self, feats: List[torch.Tensor], features: Optional[Dict] = None) -> Dict:
         cate, masks = [], []
@@ -76,7 +76,7 @@ class DecoupledSOLOHead(GridHead):
         self.mask_preds_x = nn.ModuleList([nn.Conv2d(ch, s, 3, padding=1) for s in grids])
         self.mask_preds_y = nn.ModuleList([nn.Conv2d(ch, s, 3, padding=1) for s in grids])
         for m in (self.mask_preds_x, self.mask_preds_y):
-            init_normal(m, bias=prior_bias(self.prior_prob))
+            init_normal(m, bias=prior_bias(self.mask_prior_prob))
 
     def forward(self, feats: List[torch.Tensor], features: Optional[Dict] = None) -> Dict:
         cate, masks_x, masks_y = [], [], []
