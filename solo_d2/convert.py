@@ -21,8 +21,9 @@ mask_head.conv_pred.1.{weight,bias}                head.mask_branch.pred.norm.{w
 backbone.*                                         backbone.* (unchanged)
 =================================================  ==========================================
 
-``python tools/solo_convert_adelaidet.py SOLOv2_R50_3x.pth solov2_r50_3x_d2.pth`` writes a
-checkpoint that ``MODEL.WEIGHTS`` loads with ``configs/SOLO/SOLOv2_R50_3x.yaml``.
+The :class:`~solo_d2.SOLO` model renames such a state dict when it is loaded, so
+``MODEL.WEIGHTS SOLOv2_R50_3x.pth`` works as it is (``configs/SOLO/SOLOv2_R50_3x.yaml``);
+``python tools/solo_convert_adelaidet.py SOLOv2_R50_3x.pth out.pth`` writes a converted copy.
 """
 
 import re
@@ -65,6 +66,11 @@ def _rename(key: str):
     return None
 
 
+def is_adelaidet_solov2(state_dict: Dict[str, torch.Tensor]) -> bool:
+    """Whether ``state_dict`` has AdelaiDet SOLOv2's head names."""
+    return any(k.startswith(("ins_head.", "mask_head.")) for k in state_dict)
+
+
 def convert_adelaidet_solov2(state_dict: Dict[str, torch.Tensor]) -> "OrderedDict":
     """Rename an AdelaiDet SOLOv2 state dict (``model`` of its checkpoint) to solo_d2's names.
 
@@ -74,7 +80,7 @@ def convert_adelaidet_solov2(state_dict: Dict[str, torch.Tensor]) -> "OrderedDic
     """
     if "model" in state_dict and isinstance(state_dict["model"], dict):
         state_dict = state_dict["model"]
-    if not any(k.startswith(("ins_head.", "mask_head.")) for k in state_dict):
+    if not is_adelaidet_solov2(state_dict):
         raise NotAdelaiDetSOLOv2Error(
             "Not an AdelaiDet SOLOv2 checkpoint: no 'ins_head.*' / 'mask_head.*' keys "
             f"(it holds e.g. {list(state_dict)[:3]})"
