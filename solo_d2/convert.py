@@ -1,25 +1,21 @@
 """Load AdelaiDet's SOLOv2 checkpoints (e.g. the published ``SOLOv2_R50_3x.pth``).
 
 AdelaiDet's ``SOLOv2`` meta-architecture holds ``backbone`` (detectron2's ResNet-FPN, same
-names as ours), ``ins_head`` (``SOLOv2InsHead``) and ``mask_head`` (``SOLOv2MaskHead``). Its
-towers are ``nn.Sequential`` of (conv, GroupNorm, ReLU) triples, ours of detectron2 ``Conv2d``
-with a ``norm`` child. Key map (k = block index):
+names as ours), ``ins_head`` (``SOLOv2InsHead``) and ``mask_head`` (``SOLOv2MaskHead``). The
+module structure is the same here (towers are flat ``Sequential`` of (conv, GroupNorm, ReLU)
+triples, mask-branch blocks ``Sequential(conv, GroupNorm, ReLU)``); only the prefixes differ:
 
-=================================================  ==========================================
-AdelaiDet                                          solo_d2 (``MODEL.SOLO.HEAD_NAME SOLOv2Head``)
-=================================================  ==========================================
-ins_head.cate_tower.{3k}.weight                    head.cate_branch.tower.{k}.weight
-ins_head.cate_tower.{3k+1}.{weight,bias}           head.cate_branch.tower.{k}.norm.{weight,bias}
-ins_head.kernel_tower.{3k}.weight                  head.kernel_tower.{k}.weight
-ins_head.kernel_tower.{3k+1}.{weight,bias}         head.kernel_tower.{k}.norm.{weight,bias}
-ins_head.cate_pred.{weight,bias}                   head.cate_branch.pred.{weight,bias}
-ins_head.kernel_pred.{weight,bias}                 head.kernel_pred.{weight,bias}
-mask_head.convs_all_levels.{l}.conv{j}.0.weight    head.mask_branch.levels.{l}.{j}.weight
-mask_head.convs_all_levels.{l}.conv{j}.1.{w,b}     head.mask_branch.levels.{l}.{j}.norm.{w,b}
-mask_head.conv_pred.0.weight                       head.mask_branch.pred.weight
-mask_head.conv_pred.1.{weight,bias}                head.mask_branch.pred.norm.{weight,bias}
-backbone.*                                         backbone.* (unchanged)
-=================================================  ==========================================
+=============================================  ==============================================
+AdelaiDet                                      solo_d2 (``MODEL.SOLO.HEAD_NAME SOLOv2Head``)
+=============================================  ==============================================
+ins_head.cate_tower.{i}.{weight,bias}          head.cate_branch.tower.{i}.{weight,bias}
+ins_head.kernel_tower.{i}.{weight,bias}        head.kernel_tower.{i}.{weight,bias}
+ins_head.cate_pred.{weight,bias}               head.cate_branch.pred.{weight,bias}
+ins_head.kernel_pred.{weight,bias}             head.kernel_pred.{weight,bias}
+mask_head.convs_all_levels.{l}.conv{j}.{m}.*   head.mask_branch.levels.{l}.{j}.{m}.*
+mask_head.conv_pred.{m}.{weight,bias}          head.mask_branch.pred.{m}.{weight,bias}
+backbone.*                                     backbone.* (unchanged)
+=============================================  ==============================================
 
 The :class:`~solo_d2.SOLO` model renames such a state dict when it is loaded, so
 ``MODEL.WEIGHTS SOLOv2_R50_3x.pth`` works as it is (``configs/SOLO/SOLOv2_R50_3x.yaml``);
@@ -34,16 +30,13 @@ import torch
 
 _RULES = [
     (r"backbone\.(.+)", r"backbone.\1"),
-    (r"ins_head\.cate_tower\.(\d+)\.(weight|bias)", "head.cate_branch.tower.{k}{n}.{p}"),
-    (r"ins_head\.kernel_tower\.(\d+)\.(weight|bias)", "head.kernel_tower.{k}{n}.{p}"),
+    (r"ins_head\.cate_tower\.(\d+)\.(weight|bias)", r"head.cate_branch.tower.\1.\2"),
+    (r"ins_head\.kernel_tower\.(\d+)\.(weight|bias)", r"head.kernel_tower.\1.\2"),
     (r"ins_head\.cate_pred\.(weight|bias)", r"head.cate_branch.pred.\1"),
     (r"ins_head\.kernel_pred\.(weight|bias)", r"head.kernel_pred.\1"),
-    (r"mask_head\.convs_all_levels\.(\d+)\.conv(\d+)\.0\.(weight|bias)",
-     r"head.mask_branch.levels.\1.\2.\3"),
-    (r"mask_head\.convs_all_levels\.(\d+)\.conv(\d+)\.1\.(weight|bias)",
-     r"head.mask_branch.levels.\1.\2.norm.\3"),
-    (r"mask_head\.conv_pred\.0\.(weight|bias)", r"head.mask_branch.pred.\1"),
-    (r"mask_head\.conv_pred\.1\.(weight|bias)", r"head.mask_branch.pred.norm.\1"),
+    (r"mask_head\.convs_all_levels\.(\d+)\.conv(\d+)\.([01])\.(weight|bias)",
+     r"head.mask_branch.levels.\1.\2.\3.\4"),
+    (r"mask_head\.conv_pred\.([01])\.(weight|bias)", r"head.mask_branch.pred.\1.\2"),
 ]  # fmt: skip
 
 
@@ -52,17 +45,11 @@ class NotAdelaiDetSOLOv2Error(ValueError):
 
 
 def _rename(key: str):
+    """solo_d2's name of an AdelaiDet SOLOv2 key, None if it fits no rule."""
     for pattern, target in _RULES:
         m = re.fullmatch(pattern, key)
-        if m is None:
-            continue
-        if "{k}" not in target:
+        if m is not None:
             return m.expand(target)
-        idx, param = int(m.group(1)), m.group(2)
-        block, pos = divmod(idx, 3)  # (conv, GroupNorm, ReLU) triples
-        if pos == 2:
-            return None
-        return target.format(k=block, n="" if pos == 0 else ".norm", p=param)
     return None
 
 

@@ -343,7 +343,7 @@ def test_image_without_instances_trains():
     losses = model([{"image": torch.zeros(3, 64, 64, dtype=torch.uint8), "instances": empty}])
     assert losses["loss_ins"].item() == 0.0 and losses["loss_ins"].requires_grad
     sum(losses.values()).backward()
-    assert model.head.mask_branch.pred.weight.grad is not None
+    assert model.head.mask_branch.pred[0].weight.grad is not None
 
 
 # --------------------------------------------------------------------------- configs, e2e
@@ -431,10 +431,8 @@ def test_adelaidet_solov2_checkpoint_loads(tmp_path, repo_root):
     assert len(converted) == len(model.state_dict()) == len(ref)
     sd = model.state_dict()
     assert torch.equal(sd["head.kernel_tower.0.weight"], state["ins_head.kernel_tower.0.weight"])
-    assert torch.equal(
-        sd["head.cate_branch.tower.3.norm.bias"], state["ins_head.cate_tower.10.bias"]
-    )
-    assert torch.equal(sd["head.mask_branch.levels.3.2.weight"],
+    assert torch.equal(sd["head.cate_branch.tower.10.bias"], state["ins_head.cate_tower.10.bias"])
+    assert torch.equal(sd["head.mask_branch.levels.3.2.0.weight"],
                        state["mask_head.convs_all_levels.3.conv2.0.weight"])  # fmt: skip
     # through the CLI and the platform's strict (evaluation) checkpointer
     src, dst = tmp_path / "SOLOv2_R50_3x.pth", tmp_path / "converted.pth"
@@ -443,7 +441,7 @@ def test_adelaidet_solov2_checkpoint_loads(tmp_path, repo_root):
     fresh = build_model(cfg)
     InstSegCheckpointer(fresh, strict=True).load(str(dst))
     assert torch.equal(
-        fresh.state_dict()["head.kernel_pred.bias"], state["ins_head.kernel_pred.bias"]
+        fresh.state_dict()["head.mask_branch.pred.1.bias"], state["mask_head.conv_pred.1.bias"]
     )
     # another model's checkpoint, or a key that fits no AdelaiDet name, is refused
     with pytest.raises(NotAdelaiDetSOLOv2Error, match="no 'ins_head"):

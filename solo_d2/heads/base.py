@@ -15,9 +15,10 @@ from typing import List
 
 import torch
 import torch.nn.functional as F
-from detectron2.layers import Conv2d, get_norm
 from detectron2.utils.registry import Registry
 from torch import nn
+
+from instseg_d2.layers import conv_norm_relu
 
 SOLO_HEAD_REGISTRY = Registry("SOLO_HEAD")
 SOLO_HEAD_REGISTRY.__doc__ = """SOLO heads, selected by ``MODEL.SOLO.HEAD_NAME``.
@@ -49,24 +50,11 @@ def rescale_instance_levels(feats: List[torch.Tensor]) -> List[torch.Tensor]:
     return out
 
 
-def conv_norm_relu(in_ch: int, out_ch: int, kernel: int, norm: str) -> Conv2d:
-    """``kernel`` x ``kernel`` conv (bias only without norm) + norm + ReLU."""
-    return Conv2d(
-        in_ch,
-        out_ch,
-        kernel,
-        padding=kernel // 2,
-        bias=not norm,
-        norm=get_norm(norm, out_ch),
-        activation=F.relu,
-    )
-
-
 def conv_tower(in_ch: int, ch: int, num_convs: int, norm: str) -> nn.Sequential:
-    """``num_convs`` 3x3 conv + norm + ReLU blocks, the first from ``in_ch`` channels."""
-    return nn.Sequential(
-        *[conv_norm_relu(in_ch if i == 0 else ch, ch, 3, norm) for i in range(num_convs)]
-    )
+    """``num_convs`` blocks of 3x3 conv + norm + ReLU, the first from ``in_ch`` channels, in one
+    flat ``Sequential`` (conv, norm, ReLU, conv, ...) as the references' towers."""
+    blocks = [conv_norm_relu(in_ch if i == 0 else ch, ch, 3, norm) for i in range(num_convs)]
+    return nn.Sequential(*[m for block in blocks for m in block])
 
 
 def init_normal(module: nn.Module, std: float = 0.01, bias: float = 0.0) -> None:

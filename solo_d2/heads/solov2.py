@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import nn
 
-from instseg_d2.layers import coordinate_features
+from instseg_d2.layers import conv_norm_relu, coordinate_features
 
-from .base import SOLO_HEAD_REGISTRY, GridHead, conv_norm_relu, init_normal, select_resize
+from .base import SOLO_HEAD_REGISTRY, GridHead, init_normal, select_resize
 
 
 def _with_coords(x: torch.Tensor) -> torch.Tensor:
