@@ -4,6 +4,7 @@ from .conv import conv_norm_relu
 from .coords import compute_locations, coordinate_features
 from .losses import dice_coefficient, dice_loss
 from .masks import boxes_from_masks, center_of_mass
+from .matrix_nms import mask_iou_matrix, matrix_nms, point_nms
 from .upsample import aligned_bilinear
 
 __all__ = [
@@ -15,4 +16,7 @@ __all__ = [
     "coordinate_features",
     "dice_coefficient",
     "dice_loss",
+    "mask_iou_matrix",
+    "matrix_nms",
+    "point_nms",
 ]
