@@ -35,12 +35,46 @@ def sine_position_embedding(
     return torch.cat([pos_y, pos_x], dim=2).reshape(size * size, dim).to(dtype)
 
 
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with ``nn.MultiheadAttention``'s parameters and maths
+    (``in_proj_weight``/``in_proj_bias`` for q, k, v; ``out_proj``), computed with
+    ``F.scaled_dot_product_attention`` so that long padded token sets use the fused kernels
+    (no T x T matrix in memory at inference)."""
+
+    def __init__(self, dim: int, nheads: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % nheads != 0:
+            raise ValueError(f"MODEL.TRANSFINER.DIM ({dim}) must be divisible by NHEADS ({nheads})")
+        self.nheads = nheads
+        self.dropout = dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, qk: torch.Tensor, v: torch.Tensor, padding_mask: Optional[torch.Tensor]):
+        """qk: (B, T, dim) queries = keys; v: (B, T, dim) values; padding_mask: (B, T) or None."""
+        b, t, d = v.shape
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+
+        def heads(x):
+            return x.view(b, t, self.nheads, d // self.nheads).transpose(1, 2)
+
+        q, k, v = heads(F.linear(qk, w_q, b_q)), heads(F.linear(qk, w_k, b_k)), heads(F.linear(v, w_v, b_v))
+        mask = None if padding_mask is None else ~padding_mask[:, None, None, :]
+        dropout = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
 class RefinementLayer(nn.Module):
     """Post-norm transformer encoder layer whose queries and keys (not values) get ``pos``."""
 
     def __init__(self, dim: int, nheads: int, ffn_dim: int, dropout: float):
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(dim, nheads, dropout=dropout, batch_first=True)
+        self.self_attn = SelfAttention(dim, nheads, dropout)
         self.linear1 = nn.Linear(dim, ffn_dim)
         self.linear2 = nn.Linear(ffn_dim, dim)
         self.dropout = nn.Dropout(dropout)
@@ -53,9 +87,7 @@ class RefinementLayer(nn.Module):
         self, x: torch.Tensor, pos: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
         """x, pos: (B, T, dim); padding_mask: (B, T) bool, True for padding tokens."""
-        qk = x + pos
-        attn = self.self_attn(qk, qk, x, key_padding_mask=padding_mask, need_weights=False)[0]
-        x = self.norm1(x + self.dropout1(attn))
+        x = self.norm1(x + self.dropout1(self.self_attn(x + pos, x, padding_mask)))
         ffn = self.linear2(self.dropout(F.relu(self.linear1(x))))
         return self.norm2(x + self.dropout2(ffn))
 
