@@ -61,7 +61,9 @@ _REQUIRED = (
 _MARKERS = ("mask_head.encoder.", "mask_pooler.conv_norm_relus_semantic.")
 
 
-def is_reference_state_dict(state_dict: Dict[str, torch.Tensor], prefix: str = "roi_heads.") -> bool:
+def is_reference_state_dict(
+    state_dict: Dict[str, torch.Tensor], prefix: str = "roi_heads."
+) -> bool:
     """Whether ``state_dict`` holds reference-named Transfiner parameters under ``prefix``."""
     markers = tuple(prefix + m for m in _MARKERS)
     return any(k.startswith(markers) for k in state_dict)

@@ -225,7 +225,9 @@ class TransfinerMaskHead(MaskRCNNConvUpsampleHead):
         if coarse.shape[1] == 1:
             logits = coarse[:, 0]
         else:
-            logits = coarse[torch.arange(n, device=coarse.device), cat([x.gt_classes for x in instances])]
+            logits = coarse[
+                torch.arange(n, device=coarse.device), cat([x.gt_classes for x in instances])
+            ]
         inds = features.refine_inds
         losses["loss_refine"] = w["refine"] * self.refiner.training_loss(
             logits[inds].detach().sigmoid(),

@@ -37,7 +37,7 @@ class QuadtreeRefiner(nn.Module):
     @configurable
     def __init__(
         self,
-        in_channels: int,
+        transformer: RefinementTransformer,
         *,
         depth: int = 3,
         train_thresholds=(0.125, 0.5, 0.5),
@@ -45,13 +45,16 @@ class QuadtreeRefiner(nn.Module):
         train_nodes_per_level: int = 150,
         train_min_nodes: int = 10,
         test_chunk_size: int = 10,
-        dim: int = 256,
-        nheads: int = 4,
-        ffn_dim: int = 2048,
-        num_layers: int = 3,
-        dropout: float = 0.1,
-        pos_temperature: float = 10000.0,
     ):
+        """
+        Args:
+            transformer: predicts the probability of every token.
+            depth: number of quadtree levels (28, 56, 112 for 3).
+            train_thresholds, test_thresholds: incoherence threshold of every level.
+            train_nodes_per_level: nodes drawn per level and instance in training.
+            train_min_nodes: instances with fewer nodes at any level are not refined (training).
+            test_chunk_size: instances per transformer call at inference.
+        """
         super().__init__()
         for name, th in (("TRAIN", train_thresholds), ("TEST", test_thresholds)):
             if len(th) != depth:
@@ -60,47 +63,65 @@ class QuadtreeRefiner(nn.Module):
                     f"MODEL.TRANSFINER.QUADTREE_DEPTH is {depth}"
                 )
         if test_chunk_size < 1:
-            raise ValueError(f"MODEL.TRANSFINER.TEST_CHUNK_SIZE must be >= 1, got {test_chunk_size}")
+            raise ValueError(
+                f"MODEL.TRANSFINER.TEST_CHUNK_SIZE must be >= 1, got {test_chunk_size}"
+            )
+        self.transformer = transformer
         self.depth = depth
         self.train_thresholds = list(train_thresholds)
         self.test_thresholds = list(test_thresholds)
         self.train_nodes_per_level = train_nodes_per_level
         self.train_min_nodes = train_min_nodes
         self.test_chunk_size = test_chunk_size
-        self.transformer = RefinementTransformer(
-            in_channels, dim=dim, nheads=nheads, ffn_dim=ffn_dim, num_layers=num_layers,
-            dropout=dropout, pos_temperature=pos_temperature,
-        )  # fmt: skip
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
         T = cfg.MODEL.TRANSFINER
+        transformer = RefinementTransformer(
+            input_shape.channels, dim=T.DIM, nheads=T.NHEADS, ffn_dim=T.FFN_DIM,
+            num_layers=T.NUM_LAYERS, dropout=T.DROPOUT, pos_temperature=T.POS_TEMPERATURE,
+        )  # fmt: skip
         return {
-            "in_channels": input_shape.channels,
+            "transformer": transformer,
             "depth": T.QUADTREE_DEPTH,
             "train_thresholds": list(T.TRAIN_INCOHERENT_THRESH),
             "test_thresholds": list(T.TEST_INCOHERENT_THRESH),
             "train_nodes_per_level": T.TRAIN_NODES_PER_LEVEL,
             "train_min_nodes": T.TRAIN_MIN_NODES,
             "test_chunk_size": T.TEST_CHUNK_SIZE,
-            "dim": T.DIM,
-            "nheads": T.NHEADS,
-            "ffn_dim": T.FFN_DIM,
-            "num_layers": T.NUM_LAYERS,
-            "dropout": T.DROPOUT,
-            "pos_temperature": T.POS_TEMPERATURE,
         }
 
     def level_sizes(self, coarse_size: int) -> List[int]:
         """Side of every quadtree level: coarse_size * 2^l."""
         return [coarse_size * 2**level for level in range(self.depth)]
 
-    def _context(self, probs: torch.Tensor, roi: torch.Tensor):
-        """Context tokens of R boxes: features (R, P*P, C), probabilities (R, P*P), positions
-        (P*P, D), from their (R, C, P, P) RoI features and (R, S0, S0) coarse probabilities."""
-        p = roi.shape[-1]
-        pos = self.transformer.position_embedding(p, roi.device, roi.dtype)
-        return roi.flatten(2).transpose(1, 2), resize_probs(probs, p).flatten(1), pos
+    def _tokens(self, probs, roi, inds, node_features: NodeFeatures, cells):
+        """Tokens of R boxes: the P x P context cells, then the given cells of every level.
+
+        Args:
+            probs: (R, S0, S0) coarse mask probabilities.
+            roi: (R, C, P, P) RoI features of these boxes.
+            inds: (R,) their indices among all boxes (for ``node_features``).
+            cells: per level, (R, M_l) cell indices (an empty list: context only).
+
+        Returns:
+            features (R, T, C), coarse probabilities (R, T), positions (R, T, D), with
+            T = P * P + sum of M_l.
+        """
+        r, p = probs.shape[0], roi.shape[-1]
+        sizes = [p] + self.level_sizes(probs.shape[-1])
+
+        def pos(size):
+            return self.transformer.position_embedding(size, roi.device, roi.dtype)
+
+        feats = [roi.flatten(2).transpose(1, 2)]
+        tok_probs = [resize_probs(probs, p).flatten(1)]
+        tok_pos = [pos(p).expand(r, -1, -1)]
+        for level, (size, idx) in enumerate(zip(sizes[1:], cells)):
+            feats.append(node_features(level, inds, idx))
+            tok_probs.append(gather_cells(resize_probs(probs, size), idx))
+            tok_pos.append(pos(size)[idx])
+        return torch.cat(feats, 1), torch.cat(tok_probs, 1), torch.cat(tok_pos, 1)
 
     # ------------------------------------------------------------------------------ training
     def training_loss(
@@ -133,23 +154,18 @@ class QuadtreeRefiner(nn.Module):
         sizes = self.level_sizes(probs.shape[-1])
         masks = node_masks(incoherence, sizes, self.train_thresholds)
         index, valid = sample_train_nodes(masks, self.train_nodes_per_level, self.train_min_nodes)
-        ctx_feats, ctx_probs, ctx_pos = self._context(probs, roi[inds])
         p = roi.shape[-1]
         sel = valid.nonzero()[:, 0]
         if len(sel) == 0:
             sel = torch.arange(r, device=probs.device)
-            pred = self.transformer(ctx_feats, ctx_probs, ctx_pos.expand(r, -1, -1))
+            pred = self.transformer(*self._tokens(probs, roi[inds], inds, node_features, []))
             return refine_loss(pred, crop_gt(p, sel).flatten(1))
-
-        feats, tok_probs, pos = [ctx_feats[sel]], [ctx_probs[sel]], [ctx_pos.expand(len(sel), -1, -1)]
+        cells = [idx[sel] for idx in index]
+        pred = self.transformer(
+            *self._tokens(probs[sel], roi[inds[sel]], inds[sel], node_features, cells)
+        )
         labels = [crop_gt(p, sel).flatten(1)]
-        for level, size in enumerate(sizes):
-            idx = index[level][sel]
-            feats.append(node_features(level, inds[sel], idx))
-            tok_probs.append(gather_cells(resize_probs(probs[sel], size), idx))
-            pos.append(self.transformer.position_embedding(size, roi.device, roi.dtype)[idx])
-            labels.append(gather_cells(crop_gt(size, sel), idx))
-        pred = self.transformer(torch.cat(feats, 1), torch.cat(tok_probs, 1), torch.cat(pos, 1))
+        labels += [gather_cells(crop_gt(s, sel), idx) for s, idx in zip(sizes, cells)]
         return refine_loss(pred, torch.cat(labels, 1))
 
     # ----------------------------------------------------------------------------- inference
@@ -179,26 +195,16 @@ class QuadtreeRefiner(nn.Module):
         r = probs.shape[0]
         sizes = self.level_sizes(probs.shape[-1])
         selected = [all_nodes(m) for m in node_masks(incoherence, sizes, self.test_thresholds)]
-        ctx_feats, ctx_probs, ctx_pos = self._context(probs, roi[inds])
-        level_probs = [resize_probs(probs, s) for s in sizes]
-        level_pos = [self.transformer.position_embedding(s, roi.device, roi.dtype) for s in sizes]
+        num_ctx = roi.shape[-1] ** 2
         preds = [probs.new_zeros(idx.shape) for idx, _ in selected]
         for start in range(0, r, self.test_chunk_size):
             c = slice(start, start + self.test_chunk_size)
-            n = ctx_feats[c].shape[0]
-            feats, tok_probs = [ctx_feats[c]], [ctx_probs[c]]
-            pos = [ctx_pos.expand(n, -1, -1)]
-            pad = [torch.zeros(ctx_probs[c].shape, dtype=torch.bool, device=probs.device)]
-            for level, (idx, valid) in enumerate(selected):
-                feats.append(node_features(level, inds[c], idx[c]))
-                tok_probs.append(gather_cells(level_probs[level][c], idx[c]))
-                pos.append(level_pos[level][idx[c]])
-                pad.append(~valid[c])
-            out = self.transformer(
-                torch.cat(feats, 1), torch.cat(tok_probs, 1), torch.cat(pos, 1), torch.cat(pad, 1)
-            )
-            out = out[:, ctx_feats.shape[1] :].split([idx.shape[1] for idx, _ in selected], 1)
-            for level, o in enumerate(out):
+            cells = [idx[c] for idx, _ in selected]
+            tokens = self._tokens(probs[c], roi[inds[c]], inds[c], node_features, cells)
+            pad = torch.cat([tokens[1].new_zeros(cells[0].shape[0], num_ctx, dtype=torch.bool)]
+                            + [~valid[c] for _, valid in selected], 1)  # fmt: skip
+            out = self.transformer(*tokens, pad)[:, num_ctx:]
+            for level, o in enumerate(out.split([idx.shape[1] for idx in cells], 1)):
                 preds[level][c] = o.to(preds[level].dtype)
 
         masks = probs

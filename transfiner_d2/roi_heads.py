@@ -47,7 +47,9 @@ class TransfinerROIHeads(StandardROIHeads):
     ):
         super().__init__(**kwargs)
         if self.mask_on and (semantic_head is None or node_pooler is None):
-            raise ValueError("TransfinerROIHeads with a mask head needs semantic_head and node_pooler")
+            raise ValueError(
+                "TransfinerROIHeads with a mask head needs semantic_head and node_pooler"
+            )
         self.semantic_head = semantic_head
         self.node_pooler = node_pooler
         self.train_max_instances = train_max_instances

@@ -129,7 +129,9 @@ class MaskTargets:
         w = max(m.shape[2] for m in masks)
         self.masks = torch.cat([_pad_to(m.float(), h, w) for m in masks])
         inc = [incoherent_maps(m, downsample, eps) for m in masks]
-        self.incoherent_maps = torch.cat([_pad_to(m, h // downsample, w // downsample) for m in inc])
+        self.incoherent_maps = torch.cat(
+            [_pad_to(m, h // downsample, w // downsample) for m in inc]
+        )
         offsets = [0]
         for m in masks[:-1]:
             offsets.append(offsets[-1] + len(m))
@@ -148,7 +150,9 @@ class MaskTargets:
 
     def crop_incoherent(self, size: int, thresh: float) -> torch.Tensor:
         """(N, size, size) float {0, 1}: incoherent maps cropped to the RoIs, >= ``thresh``."""
-        crops = roi_crops(self.incoherent_maps, self.gt_index, self.boxes, size, 1 / self.downsample)
+        crops = roi_crops(
+            self.incoherent_maps, self.gt_index, self.boxes, size, 1 / self.downsample
+        )
         return (crops >= thresh).float()
 
 

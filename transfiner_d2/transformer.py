@@ -62,7 +62,11 @@ class SelfAttention(nn.Module):
         def heads(x):
             return x.view(b, t, self.nheads, d // self.nheads).transpose(1, 2)
 
-        q, k, v = heads(F.linear(qk, w_q, b_q)), heads(F.linear(qk, w_k, b_k)), heads(F.linear(v, w_v, b_v))
+        q, k, v = (
+            heads(F.linear(qk, w_q, b_q)),
+            heads(F.linear(qk, w_k, b_k)),
+            heads(F.linear(v, w_v, b_v)),
+        )
         mask = None if padding_mask is None else ~padding_mask[:, None, None, :]
         dropout = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
