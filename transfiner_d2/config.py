@@ -62,7 +62,10 @@ def add_transfiner_config(cfg: CN) -> None:
     T.NHEADS = 4  # H; reference 4 (paper Table 6)
     T.FFN_DIM = 2048  # reference 2048
     T.NUM_LAYERS = 3  # D; reference 3 (paper Table 6)
-    T.DROPOUT = 0.1  # reference 0.1
+    T.DROPOUT = 0.1  # residual and feed-forward dropout; reference 0.1
+    # dropout on the attention weights; reference 0.1 (nn.MultiheadAttention(dropout=0.1)).
+    # Above 0 the attention cannot use the fused kernels (the T x T weights are materialised).
+    T.ATTN_DROPOUT = 0.1
     T.POS_TEMPERATURE = 10000.0  # sine position embedding temperature; reference 10000
 
     # ---- Loss weights (all on positive proposals; the semantic loss on whole images).

@@ -79,7 +79,8 @@ class QuadtreeRefiner(nn.Module):
         T = cfg.MODEL.TRANSFINER
         transformer = RefinementTransformer(
             input_shape.channels, dim=T.DIM, nheads=T.NHEADS, ffn_dim=T.FFN_DIM,
-            num_layers=T.NUM_LAYERS, dropout=T.DROPOUT, pos_temperature=T.POS_TEMPERATURE,
+            num_layers=T.NUM_LAYERS, dropout=T.DROPOUT, attn_dropout=T.ATTN_DROPOUT,
+            pos_temperature=T.POS_TEMPERATURE,
         )  # fmt: skip
         return {
             "transformer": transformer,

@@ -76,9 +76,9 @@ class SelfAttention(nn.Module):
 class RefinementLayer(nn.Module):
     """Post-norm transformer encoder layer whose queries and keys (not values) get ``pos``."""
 
-    def __init__(self, dim: int, nheads: int, ffn_dim: int, dropout: float):
+    def __init__(self, dim: int, nheads: int, ffn_dim: int, dropout: float, attn_dropout: float):
         super().__init__()
-        self.self_attn = SelfAttention(dim, nheads, dropout)
+        self.self_attn = SelfAttention(dim, nheads, attn_dropout)
         self.linear1 = nn.Linear(dim, ffn_dim)
         self.linear2 = nn.Linear(ffn_dim, dim)
         self.dropout = nn.Dropout(dropout)
@@ -113,14 +113,17 @@ class RefinementTransformer(nn.Module):
         ffn_dim: int = 2048,
         num_layers: int = 3,
         dropout: float = 0.1,
+        attn_dropout: Optional[float] = None,
         pos_temperature: float = 10000.0,
     ):
+        """``attn_dropout`` (dropout of the attention weights) defaults to ``dropout``."""
         super().__init__()
+        attn_dropout = dropout if attn_dropout is None else attn_dropout
         self.dim = dim
         self.pos_temperature = pos_temperature
         self.input_proj = nn.Linear(in_channels + 1, dim)
         self.layers = nn.ModuleList(
-            RefinementLayer(dim, nheads, ffn_dim, dropout) for _ in range(num_layers)
+            RefinementLayer(dim, nheads, ffn_dim, dropout, attn_dropout) for _ in range(num_layers)
         )
         self.output_fc1 = nn.Linear(dim, dim)
         self.output_fc2 = nn.Linear(dim, 1)
