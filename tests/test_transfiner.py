@@ -357,6 +357,9 @@ def test_bad_config_names_the_key(tiny_shapes, repo_root):
     bad = ["MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead"]
     with pytest.raises(ValueError, match="ROI_MASK_HEAD.NAME 'TransfinerMaskHead'"):
         build_model(build_tiny_cfg(cfg_file, "/tmp/unused", bad))
+    bad = ["INPUT.MASK_FORMAT", "polygon"]
+    with pytest.raises(ValueError, match="INPUT.MASK_FORMAT 'bitmask', got 'polygon'"):
+        build_model(build_tiny_cfg(cfg_file, "/tmp/unused", bad))
     bad = ["MODEL.TRANSFINER.TEST_INCOHERENT_THRESH", "[0.1, 0.2]"]
     with pytest.raises(ValueError, match="TEST_INCOHERENT_THRESH has 2 values"):
         build_model(build_tiny_cfg(cfg_file, "/tmp/unused", bad))

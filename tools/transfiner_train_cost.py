@@ -6,8 +6,11 @@ Used to size the CPU-sized Transfiner branches against the Mask R-CNN shapes bas
 products and convolutions), so they do not depend on the load of the machine; the CPU time is
 ``time.process_time`` of the step (one thread), which does, a little.
 
-    python tools/transfiner_train_cost.py configs/MaskRCNN/shapes_R_18_FPN.yaml \
+    PYTHONPATH=. python tools/transfiner_train_cost.py configs/MaskRCNN/shapes_R_18_FPN.yaml \
         configs/Transfiner/shapes_R_18_FPN.yaml [--steps 3] [--opts KEY VALUE ...]
+
+(``PYTHONPATH=.``: a script's own folder, not the working directory, heads ``sys.path``, so
+without it the installed ``instseg_d2`` and no ``transfiner_d2`` of this checkout are found.)
 
 Every config gets the same batch: 4 images of the training split at 128 px, same seed.
 """

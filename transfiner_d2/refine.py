@@ -171,14 +171,7 @@ class QuadtreeRefiner(nn.Module):
 
     # ----------------------------------------------------------------------------- inference
     @torch.no_grad()
-    def inference(
-        self,
-        probs: torch.Tensor,
-        incoherence: torch.Tensor,
-        roi: torch.Tensor,
-        inds: torch.Tensor,
-        node_features: NodeFeatures,
-    ) -> torch.Tensor:
+    def inference(self, probs, incoherence, roi, inds, node_features: NodeFeatures) -> torch.Tensor:
         """Refined masks of R instances.
 
         Every node above the test threshold of its level is refined. The coarse probabilities

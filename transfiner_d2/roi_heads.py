@@ -67,6 +67,13 @@ class TransfinerROIHeads(StandardROIHeads):
                 f"MODEL.ROI_HEADS.NAME TransfinerROIHeads needs MODEL.ROI_MASK_HEAD.NAME "
                 f"'TransfinerMaskHead', got {name!r}"
             )
+        if cfg.INPUT.MASK_FORMAT != "bitmask":
+            # the incoherent and semantic GT are computed on full-image BitMasks (the reference's
+            # gt_masks_bit); PolygonMasks would only fail at the first training step
+            raise ValueError(
+                f"MODEL.ROI_HEADS.NAME TransfinerROIHeads needs INPUT.MASK_FORMAT 'bitmask', "
+                f"got {cfg.INPUT.MASK_FORMAT!r}"
+            )
         T = cfg.MODEL.TRANSFINER
         in_features = cfg.MODEL.ROI_HEADS.IN_FEATURES
         coarse = 2 * cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION
