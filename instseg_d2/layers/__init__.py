@@ -1,6 +1,7 @@
 """Building blocks shared by several methods. Each is written once, here."""
 
 from .coords import compute_locations, coordinate_features
+from .grad import scale_gradient
 from .losses import dice_coefficient, dice_loss
 from .masks import boxes_from_masks, center_of_mass
 from .upsample import aligned_bilinear
@@ -13,4 +14,5 @@ __all__ = [
     "coordinate_features",
     "dice_coefficient",
     "dice_loss",
+    "scale_gradient",
 ]
