@@ -131,3 +131,22 @@ def test_foreign_coco_trains_and_evaluates(tmp_path, repo_root):
 
 def test_tiny_specs_are_small():
     assert sum(s.num_images for s in TINY_SPECS.values()) <= 32
+
+
+def test_periodic_eval_keeps_best_and_amp_on_cpu(tiny_shapes, tmp_path, repo_root):
+    out = tmp_path / "best"
+    opts = ["TEST.EVAL_PERIOD", "2", "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2",
+            "SOLVER.AMP.ENABLED", "True"]  # fmt: skip
+    results = train_and_evaluate(os.path.join(repo_root, MASK_RCNN), str(out), opts)
+    assert "segm" in results
+    assert (out / "model_best.pth").is_file()
+    assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
+    with open(out / "metrics.json") as f:
+        evals = [json.loads(line) for line in f if "segm/AP" in line]
+    assert len(evals) == 2  # at iteration 2 and at the end
+    losses = [
+        json.loads(line)["total_loss"]
+        for line in open(out / "metrics.json")
+        if "total_loss" in line
+    ]
+    assert all(map(lambda v: v == v and v < 1e3, losses))  # bfloat16 autocast: finite losses

@@ -25,7 +25,7 @@ import pycocotools.mask as mask_util
 from PIL import Image, ImageDraw
 
 SHAPES_CLASSES = ("circle", "square", "triangle", "star", "cross")
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ShapesSpec:
     image_size: int = 128
     min_instances: int = 2
     max_instances: int = 8
-    min_shape_size: float = 8.0  # side / diameter in pixels, drawn log-uniformly
+    min_shape_size: float = 10.0  # side / diameter in pixels, drawn log-uniformly
     max_shape_size: float = 110.0
     min_visible_fraction: float = 0.35  # of a shape's in-image area, after occlusion
     min_visible_pixels: int = 20
@@ -96,22 +96,26 @@ def _unit_outline(cls: int) -> np.ndarray:
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """(size, size, 3) float background: smooth noise, stripes or checkerboard."""
+    """(size, size, 3) float background: smooth noise, stripes or checkerboard, blended with a
+    flat colour so that its contrast varies from image to image (35-70 % of full contrast)."""
     kind = rng.integers(3)
     c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     if kind == 0:  # smooth colour noise: a coarse random grid upsampled bilinearly
         g = int(rng.integers(3, 9))
         coarse = rng.uniform(0, 255, (g, g, 3)).astype(np.uint8)
-        img = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BILINEAR), np.float64)
-        return 0.5 * img + 0.5 * c0
-    if kind == 1:  # stripes of random orientation and period
+        tex = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BILINEAR), np.float64)
+    elif kind == 1:  # stripes of random orientation and period
         theta, period = rng.uniform(0, np.pi), rng.uniform(6, 30)
         t = 0.5 + 0.5 * np.sin(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period)
-        return t[..., None] * c0 + (1 - t[..., None]) * c1
-    cell = int(rng.integers(6, 24))  # checkerboard
-    t = ((xx // cell + yy // cell) % 2)[..., None]
-    return t * c0 + (1 - t) * c1
+        tex = t[..., None] * c0 + (1 - t[..., None]) * c1
+    else:  # checkerboard
+        cell = int(rng.integers(6, 24))
+        t = ((xx // cell + yy // cell) % 2)[..., None]
+        tex = t * c0 + (1 - t) * c1
+    contrast = rng.uniform(0.35, 0.7)
+    flat = rng.uniform(0, 255, 3)
+    return contrast * tex + (1 - contrast) * flat
 
 
 def _shape_mask(
