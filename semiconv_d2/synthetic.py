@@ -24,8 +24,8 @@ from .losses import instance_embedding_loss
 class DotsSpec:
     """A grid x grid lattice of identical discs, shifted by a random offset per image."""
 
-    size: int = 64  # image side, pixels
-    grid: int = 4  # dots per row and column
+    size: int = 80  # image side, pixels
+    grid: int = 5  # dots per row and column
     spacing: int = 14  # distance between neighbouring dot centres, pixels
     radius: float = 3.5  # dot radius, pixels
 
@@ -114,19 +114,25 @@ def train_embeddings(
 
 
 @torch.no_grad()
-def clustering_scores(
+def cluster_dots(
     net: nn.Module, images: torch.Tensor, instances: torch.Tensor, seed: int = 0
-) -> List[float]:
-    """Per image: k-means (K = number of dots) on the foreground embeddings, ARI vs the GT."""
+) -> Tuple[List[float], List[np.ndarray]]:
+    """Per image: k-means (K = number of dots) on the foreground embeddings, ARI vs the GT.
+
+    Returns:
+        the ARI of each image, and each image's (S, S) map of cluster labels (-1 background).
+    """
     net.eval()
     psi = net(images)
-    scores = []
+    scores, maps = [], []
     for e, inst in zip(psi, instances):
         fg = inst > 0
-        points = e[:, fg].t().numpy()
-        labels = kmeans(points, int(inst.max()), seed=seed)
+        labels = kmeans(e[:, fg].t().numpy(), int(inst.max()), seed=seed)
         scores.append(adjusted_rand_index(inst[fg].numpy(), labels))
-    return scores
+        label_map = np.full(tuple(inst.shape), -1, dtype=np.int64)
+        label_map[fg.numpy()] = labels
+        maps.append(label_map)
+    return scores, maps
 
 
 def run_experiment(
@@ -136,25 +142,29 @@ def run_experiment(
     num_test: int = 8,
     seed: int = 0,
     lr: float = 0.01,
-) -> Dict[str, Dict[str, float]]:
-    """Train the same network with convolutional and semi-convolutional embeddings.
+) -> Tuple[Dict[str, Dict[str, float]], Dict[str, List[np.ndarray]]]:
+    """Train the same network (same initial weights) with convolutional and
+    semi-convolutional embeddings; cluster the test images before and after training.
 
     Returns:
-        ``{"conv": {...}, "semiconv": {...}}`` with the final training loss and the mean and
-        minimum ARI over the test images.
+        ``{"conv": {...}, "semiconv": {...}}`` with the first and final training loss and the
+        mean / minimum ARI over the test images after training (and the mean before), and the
+        cluster-label maps of the test images after training, per variant.
     """
     train = make_dots(spec, num_train, seed)
     test = make_dots(spec, num_test, seed + 1)
-    out = {}
+    out, maps = {}, {}
     for name, semi in (("conv", False), ("semiconv", True)):
-        torch.manual_seed(seed)  # same initial weights for both
+        torch.manual_seed(seed)
         net = DotsEmbeddingNet(semi_conv=semi, coord_unit=float(spec.spacing))
+        ari_init, _ = cluster_dots(net, *test, seed=seed)
         hist = train_embeddings(net, *train, iters=iters, lr=lr, seed=seed)
-        ari = clustering_scores(net, *test, seed=seed)
+        ari, maps[name] = cluster_dots(net, *test, seed=seed)
         out[name] = {
             "loss_first": hist[0],
             "loss_last10": float(np.mean(hist[-10:])),
+            "ari_mean_init": float(np.mean(ari_init)),
             "ari_mean": float(np.mean(ari)),
             "ari_min": float(np.min(ari)),
         }
-    return out
+    return out, maps
