@@ -288,7 +288,19 @@ def test_roi_heads_outputs_and_mask_rcnn_weights_load(shapes_model, repo_root):
     with torch.no_grad():
         out = model(_batch(1))[0]["instances"]
     assert len(out) > 0 and out.pred_masks.shape[1:] == (64, 64)
+    # no detection at all: empty masks, no error
+    model.roi_heads.box_predictor.test_score_thresh = 1.1
+    with torch.no_grad():
+        assert len(model(_batch(1))[0]["instances"]) == 0
     model.roi_heads.box_predictor.test_score_thresh = 0.05
+    # forward_with_given_boxes (used by test-time augmentation) computes Psi itself
+    with torch.no_grad():
+        images = model.preprocess_image(_batch(1))
+        given = Instances(images.image_sizes[0])
+        given.pred_boxes = Boxes(torch.tensor([[4.0, 6.0, 40.0, 30.0]]))
+        given.pred_classes = torch.tensor([1])
+        given = model.roi_heads.forward_with_given_boxes(model.backbone(images.tensor), [given])
+    assert given[0].pred_masks.shape == (1, 1, 28, 28)
     # the paper fine-tunes a trained Mask R-CNN: its weights load, only the new parts missing
     mask_rcnn = _shapes_model(repo_root, config=MASK_RCNN_SHAPES)
     ours, theirs = model.state_dict(), mask_rcnn.state_dict()
