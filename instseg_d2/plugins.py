@@ -40,21 +40,10 @@ _loaded: Dict[str, ModuleType] = {}
 
 def load_method_packages() -> List[ModuleType]:
     """Import every installed method package (once); return them in METHOD_PACKAGES order."""
-    mods = []
     for pkg, _ in METHOD_PACKAGES:
-        if pkg not in _loaded:
-            top = pkg.split(".")[0]
-            if importlib.util.find_spec(top) is None:
-                continue
-            try:
-                spec_found = importlib.util.find_spec(pkg) is not None
-            except ModuleNotFoundError:
-                spec_found = False
-            if not spec_found:
-                continue
+        if pkg not in _loaded and importlib.util.find_spec(pkg.split(".")[0]) is not None:
             _loaded[pkg] = importlib.import_module(pkg)
-        mods.append(_loaded[pkg])
-    return mods
+    return [_loaded[pkg] for pkg, _ in METHOD_PACKAGES if pkg in _loaded]
 
 
 def method_package_names() -> List[str]:

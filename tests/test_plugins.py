@@ -1,0 +1,53 @@
+"""Method packages plug in through instseg_d2.plugins."""
+
+import sys
+
+import pytest
+
+from instseg_d2 import plugins
+
+
+@pytest.fixture
+def fake_pkg(tmp_path, monkeypatch):
+    def make(name, body):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(body)
+        monkeypatch.setattr(
+            plugins, "METHOD_PACKAGES", plugins.METHOD_PACKAGES + ((name, "add_fake_config"),)
+        )
+        monkeypatch.delitem(plugins._loaded, name, raising=False)
+        return name
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield make
+    for name in [m for m in sys.modules if m.startswith("fake_")]:
+        del sys.modules[name]
+        plugins._loaded.pop(name, None)
+
+
+def test_package_config_and_class_keys_applied(fake_pkg, tiny_shapes):
+    fake_pkg(
+        "fake_good_d2",
+        "from detectron2.config import CfgNode as CN\n"
+        "NUM_CLASSES_KEYS = ('MODEL.FAKE.NUM_CLASSES',)\n"
+        "def add_fake_config(cfg):\n"
+        "    cfg.MODEL.FAKE = CN()\n"
+        "    cfg.MODEL.FAKE.NUM_CLASSES = 80  # K, default 80\n",
+    )
+    from instseg_d2.engine import build_config
+
+    assert "fake_good_d2" in plugins.method_package_names()
+    cfg = build_config(opts=["DATASETS.TRAIN", "('shapes_tiny_train',)", "DATASETS.TEST", "()"])
+    assert cfg.MODEL.FAKE.NUM_CLASSES == 5  # set from the dataset like every head
+
+
+def test_broken_package_is_an_error_not_skipped(fake_pkg):
+    fake_pkg("fake_broken_d2", "raise ImportError('half-written module')\n")
+    with pytest.raises(ImportError, match="half-written"):
+        plugins.load_method_packages()
+
+
+def test_package_without_config_function(fake_pkg):
+    fake_pkg("fake_nofn_d2", "x = 1\n")
+    with pytest.raises(AttributeError, match="fake_nofn_d2.*add_fake_config"):
+        plugins.get_full_cfg()
