@@ -33,6 +33,15 @@ from semiconv_d2.losses import masks_at_level
 SHAPES = "configs/SemiConv/shapes_R_18_FPN.yaml"
 COCO = "configs/SemiConv/semiconv_mask_rcnn_R_50_FPN_1x.yaml"
 MASK_RCNN_SHAPES = "configs/MaskRCNN/shapes_R_18_FPN.yaml"
+MASK_RCNN_COCO = "configs/MaskRCNN/mask_rcnn_R_50_FPN_1x.yaml"
+# the parameters semi-conv adds to Mask R-CNN
+NEW_KEYS = {
+    "roi_heads.mask_head.log_sigma",
+    "roi_heads.embedding_head.hidden.weight",
+    "roi_heads.embedding_head.hidden.bias",
+    "roi_heads.embedding_head.predictor.weight",
+    "roi_heads.embedding_head.predictor.bias",
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -306,13 +315,32 @@ def test_roi_heads_outputs_and_mask_rcnn_weights_load(shapes_model, repo_root):
     ours, theirs = model.state_dict(), mask_rcnn.state_dict()
     assert set(theirs) <= set(ours)  # nothing unexpected
     assert all(ours[k].shape == v.shape for k, v in theirs.items())
-    assert set(ours) - set(theirs) == {
-        "roi_heads.mask_head.log_sigma",
-        "roi_heads.embedding_head.hidden.weight",
-        "roi_heads.embedding_head.hidden.bias",
-        "roi_heads.embedding_head.predictor.weight",
-        "roi_heads.embedding_head.predictor.bias",
-    }
+    assert set(ours) - set(theirs) == NEW_KEYS
+
+
+def test_coco_config_loads_detectron2_mask_rcnn_checkpoint(tmp_path, repo_root):
+    """The COCO config fine-tunes detectron2's Mask R-CNN R-50-FPN (its MODEL.WEIGHTS): a
+    checkpoint in the model-zoo format (.pkl, numpy arrays, the model's parameter names and
+    shapes) loads with no unexpected key, no shape mismatch and only the new parts missing."""
+    import pickle
+
+    from instseg_d2.engine import InstSegCheckpointer
+
+    opts = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""]
+    torch.manual_seed(0)
+    mask_rcnn = build_model(build_config(os.path.join(repo_root, MASK_RCNN_COCO), opts))
+    zoo = {k: v.numpy() for k, v in mask_rcnn.state_dict().items()}
+    del mask_rcnn
+    path = str(tmp_path / "model_final_mask_rcnn.pkl")
+    with open(path, "wb") as f:
+        pickle.dump({"model": zoo, "__author__": "Detectron2 Model Zoo"}, f)
+    model = build_model(build_config(os.path.join(repo_root, COCO), opts))
+    InstSegCheckpointer(model).load(path)
+    ours = model.state_dict()
+    assert set(zoo) <= set(ours) and set(ours) - set(zoo) == NEW_KEYS  # nothing unexpected
+    for k, v in zoo.items():  # every Mask R-CNN tensor loaded, same shape
+        assert np.array_equal(ours[k].numpy(), v), k
+    assert model.roi_heads.mask_head.log_sigma.item() == 0.0  # the new parts keep their init
 
 
 def test_config_errors(tiny_shapes, repo_root):
