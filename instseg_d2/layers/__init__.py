@@ -1,5 +1,6 @@
 """Building blocks shared by several methods. Each is written once, here."""
 
+from .conv import conv_norm_relu
 from .coords import compute_locations, coordinate_features
 from .grad import scale_gradient
 from .losses import dice_coefficient, dice_loss
@@ -11,6 +12,7 @@ __all__ = [
     "boxes_from_masks",
     "center_of_mass",
     "compute_locations",
+    "conv_norm_relu",
     "coordinate_features",
     "dice_coefficient",
     "dice_loss",
