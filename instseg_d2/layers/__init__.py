@@ -2,6 +2,7 @@
 
 from .conv import conv_norm_relu
 from .coords import compute_locations, coordinate_features
+from .grad import scale_gradient
 from .losses import dice_coefficient, dice_loss
 from .masks import boxes_from_masks, center_of_mass
 from .matrix_nms import mask_iou_matrix, matrix_nms, point_nms
@@ -19,4 +20,5 @@ __all__ = [
     "mask_iou_matrix",
     "matrix_nms",
     "point_nms",
+    "scale_gradient",
 ]
