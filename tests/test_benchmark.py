@@ -98,3 +98,19 @@ def test_compare_shapes_trains_resumably_then_tables(tiny_shapes, tmp_path, repo
     # a second sweep finds the model trained and does not train it again
     assert tool.main(argv[: -len(TINY_OPTS) - 1] + ["--train-only"]) == 0
     assert len(json.loads((root / "training.json").read_text())[run]) == 1
+
+
+def test_dataset_only_feeds_images_to_a_latency_run(tiny_shapes, tmp_path, repo_root):
+    """A COCO config timed on shapes images keeps its 80 classes (no class-count clash)."""
+    tool = _load_tool(repo_root)
+    meta = MetadataCatalog.get("shapes_tiny_val")
+    (row,) = tool.main(
+        ["--register", f"shapes_tiny_val={meta.json_file}:{meta.image_root}",
+         "--config-file", os.path.join(repo_root, "configs/MaskRCNN/mask_rcnn_R_50_FPN_1x.yaml"),
+         "--weights", "-", "--no-eval", "--dataset", "shapes_tiny_val", "--device", "cpu",
+         "--input-size", "64x96", "--iters", "1", "--warmup", "0", "--num-images", "1",
+         "--output-dir", str(tmp_path), "--opts", "MODEL.WEIGHTS", ""]
+    )  # fmt: skip
+    assert "error" not in row, row
+    assert row["dataset"] == "shapes_tiny_val"
+    assert abs(row["params_M"] - 44.3) < 0.2  # R-50-FPN Mask R-CNN with 80 classes
