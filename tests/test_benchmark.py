@@ -9,7 +9,7 @@ from detectron2.data import MetadataCatalog
 
 from instseg_d2.benchmark import record_stages, stage
 from instseg_d2.benchmark.report import markdown_table
-from instseg_d2.testing import train_and_evaluate
+from instseg_d2.testing import TINY_OPTS, train_and_evaluate
 
 MASK_RCNN = "configs/MaskRCNN/shapes_R_18_FPN.yaml"
 
@@ -70,3 +70,47 @@ def test_stages_recorded_only_when_asked():
     assert set(st) == {"a"} and st["a"] > 0
     table = markdown_table([{"name": "m", "e2e_ms": 2.0, "stages_ms": {"discretize": 1.0}}])
     assert "discretize ms" in table.splitlines()[0] and "| m |" in table
+
+
+def test_compare_shapes_trains_resumably_then_tables(tiny_shapes, tmp_path, repo_root):
+    spec = importlib.util.spec_from_file_location(
+        "compare_tool", os.path.join(repo_root, "tools", "compare_shapes.py")
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.default_configs()[0] == MASK_RCNN  # the baseline heads the table
+    datasets = []
+    for name in tiny_shapes:
+        meta = MetadataCatalog.get(name)
+        datasets += ["--dataset", f"{name}={meta.json_file}:{meta.image_root}"]
+    root = tmp_path / "sweep"
+    argv = ["--configs", MASK_RCNN, "--output-root", str(root)] + datasets
+    argv += ["--bench-args", "--device cpu --iters 1 --warmup 0 --num-images 1"]
+    argv += ["--opts"] + TINY_OPTS
+    assert tool.main(argv) == 0
+    run = "MaskRCNN_shapes_R_18_FPN"
+    assert (root / run / "model_final.pth").is_file()
+    record = json.loads((root / "training.json").read_text())
+    assert record[run][0]["final_iteration"] == 3 and record[run][0]["s_per_iter"] > 0
+    table = (root / "benchmark" / "benchmark.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith(f"| {run}"))
+    assert "error" not in row
+    # a second sweep finds the model trained and does not train it again
+    assert tool.main(argv[: -len(TINY_OPTS) - 1] + ["--train-only"]) == 0
+    assert len(json.loads((root / "training.json").read_text())[run]) == 1
+
+
+def test_dataset_only_feeds_images_to_a_latency_run(tiny_shapes, tmp_path, repo_root):
+    """A COCO config timed on shapes images keeps its 80 classes (no class-count clash)."""
+    tool = _load_tool(repo_root)
+    meta = MetadataCatalog.get("shapes_tiny_val")
+    (row,) = tool.main(
+        ["--register", f"shapes_tiny_val={meta.json_file}:{meta.image_root}",
+         "--config-file", os.path.join(repo_root, "configs/MaskRCNN/mask_rcnn_R_50_FPN_1x.yaml"),
+         "--weights", "-", "--no-eval", "--dataset", "shapes_tiny_val", "--device", "cpu",
+         "--input-size", "64x96", "--iters", "1", "--warmup", "0", "--num-images", "1",
+         "--output-dir", str(tmp_path), "--opts", "MODEL.WEIGHTS", ""]
+    )  # fmt: skip
+    assert "error" not in row, row
+    assert row["dataset"] == "shapes_tiny_val"
+    assert abs(row["params_M"] - 44.3) < 0.2  # R-50-FPN Mask R-CNN with 80 classes

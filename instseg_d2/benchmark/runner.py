@@ -68,14 +68,20 @@ def _supports_no_postprocess(model) -> bool:
     return fn is not None and "do_postprocess" in inspect.signature(fn).parameters
 
 
+def _evaluates(spec: dict) -> bool:
+    return bool(spec.get("weights")) and spec.get("eval", True)
+
+
 def _build(spec: dict):
+    """The model of ``spec``. Without evaluation ``spec['dataset']`` only provides the images,
+    so the model keeps the class count of its config (e.g. COCO's 80 for a latency table)."""
     register_datasets(spec.get("register", []))
     opts = list(spec.get("opts", []))
     opts += ["MODEL.DEVICE", spec["device"], "MODEL.WEIGHTS", spec.get("weights") or ""]
     if spec.get("input_size"):
         h, w = spec["input_size"]
         opts += ["INPUT.MIN_SIZE_TEST", min(h, w), "INPUT.MAX_SIZE_TEST", max(h, w)]
-    if spec.get("dataset"):
+    if spec.get("dataset") and _evaluates(spec):
         opts += ["DATASETS.TEST", f"('{spec['dataset']}',)"]
     if spec.get("output_dir"):
         opts += ["OUTPUT_DIR", spec["output_dir"]]
@@ -138,7 +144,7 @@ def measure(spec: dict) -> dict:
     device = spec["device"]
     cfg, model = _build(spec)
     res = {"params_M": sum(p.numel() for p in model.parameters()) / 1e6}
-    dataset = cfg.DATASETS.TEST[0]
+    dataset = spec.get("dataset") or cfg.DATASETS.TEST[0]
     dicts = DatasetCatalog.get(dataset)[: spec.get("num_images", 10)]
     aug = _resize_aug(cfg, spec.get("input_size"))
     res["input"] = (
@@ -177,7 +183,7 @@ def measure(spec: dict) -> dict:
             res["peak_mem_MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res["stages_ms"] = {k: 1000 * statistics.median(v) for k, v in stages.items()}
     res["gflops"] = count_gflops(model, [pre[0]])
-    if spec.get("weights") and spec.get("eval", True):
+    if _evaluates(spec):
         results = Trainer.test(cfg, model)  # one test dataset: {task: {metric: value}}
         for task in ("segm", "bbox"):
             if task in results:

@@ -1,0 +1,167 @@
+"""SOLO's grid target assignment, shared by SOLO, Decoupled SOLO and SOLOv2.
+
+For each level with grid S and scale range [lo, hi], every ground truth with
+``lo <= sqrt(box_w * box_h) <= hi`` and a non-empty mask is assigned to cells (i, j) of the
+S x S grid laid over the (padded) input image:
+
+1. centre = the mask's centre of mass (pixel-index coordinates), its cell
+   ``(floor(S * cy / H), floor(S * cx / W))``;
+2. centre region = centre +- 0.5 * sigma * (box_w, box_h), converted to cells the same way and
+   clamped to the grid;
+3. the region is intersected with the 3x3 neighbourhood of the centre cell;
+4. every cell of the result is positive, with the instance's class and mask as targets.
+
+Two instances hitting the same cell: the later one (in annotation order) takes the cell, class
+and mask, as mmdet SOLO does (AdelaiDet's SOLOv2 also overwrites the class but keeps both masks
+as targets of the cell; here a cell always has one instance, consistent class and mask).
+"""
+
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.structures import BitMasks, Instances, PolygonMasks
+
+from instseg_d2.layers import center_of_mass
+
+
+@dataclass
+class LevelTargets:
+    """Targets of one level for a batch.
+
+    labels: (N, S, S) int64 class of each cell, ``num_classes`` for background.
+    pos: (P, 3) int64 rows ``(image, cell, gt)``: positive cell ``i * S + j`` of that image and
+        the index of its instance in that image's ``gt_*`` fields.
+    """
+
+    labels: torch.Tensor
+    pos: torch.Tensor
+
+
+def assign_level(
+    boxes: torch.Tensor,
+    classes: torch.Tensor,
+    centers: torch.Tensor,
+    image_size: Tuple[int, int],
+    num_grid: int,
+    scale_range: Sequence[float],
+    sigma: float,
+    num_classes: int,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Assign one image's instances to one level's S x S grid.
+
+    Args:
+        boxes: (G, 4) XYXY boxes in input pixels (their size gives the scale and the region).
+        classes: (G,) class indices.
+        centers: (G, 2) mask centres of mass ``(x, y)``; NaN for empty masks (never positive).
+        image_size: (H, W) of the padded input the grid is laid over.
+        num_grid: S.
+        scale_range: (lo, hi) on sqrt(box area), inclusive.
+        sigma: centre-region scale.
+        num_classes: background label.
+
+    Returns:
+        labels (S, S) int64 and owner (S, S) int64: the instance index of each cell, -1 if none.
+    """
+    s, device = int(num_grid), boxes.device
+    g = boxes.shape[0]
+    owner = torch.full((s, s), -1, dtype=torch.int64, device=device)
+    labels = torch.full((s, s), num_classes, dtype=torch.int64, device=device)
+    if g == 0:
+        return labels, owner
+    wh = (boxes[:, 2:] - boxes[:, :2]).double()
+    scale = (wh[:, 0] * wh[:, 1]).clamp(min=0).sqrt()
+    valid = (scale >= scale_range[0]) & (scale <= scale_range[1]) & centers.isfinite().all(1)
+    c = torch.nan_to_num(centers.double())
+    half = 0.5 * sigma * wh
+    size = torch.tensor([image_size[1], image_size[0]], dtype=torch.float64, device=device)
+
+    def cell(v):  # (G, 2) image (x, y) -> grid (column, row)
+        return torch.floor(v / size * s).long()
+
+    centre = cell(c)
+    first = torch.maximum(cell(c - half).clamp(min=0), centre - 1)
+    last = torch.minimum(cell(c + half).clamp(max=s - 1), centre + 1)
+    ar = torch.arange(s, device=device)
+    in_col = (ar >= first[:, :1]) & (ar <= last[:, :1])  # (G, S)
+    in_row = (ar >= first[:, 1:]) & (ar <= last[:, 1:])
+    region = in_row[:, :, None] & in_col[:, None, :] & valid[:, None, None]  # (G, S, S)
+    rank = torch.arange(1, g + 1, device=device).view(g, 1, 1)
+    owner = (region.long() * rank).max(dim=0).values - 1  # the last instance wins
+    labels = torch.where(owner >= 0, classes[owner.clamp(min=0)], labels)
+    return labels, owner
+
+
+def padded_gt_masks(instances: Instances, image_size: Tuple[int, int]) -> torch.Tensor:
+    """(G, H, W) bool masks of ``instances.gt_masks`` zero-padded to the batch's input size."""
+    masks = instances.gt_masks
+    h, w = instances.image_size
+    if isinstance(masks, PolygonMasks):
+        masks = BitMasks.from_polygon_masks(masks, h, w)
+    if not isinstance(masks, BitMasks):
+        raise TypeError(f"SOLO needs gt_masks as BitMasks or PolygonMasks, got {type(masks)}")
+    m = masks.tensor.bool()
+    return F.pad(m, (0, image_size[1] - m.shape[-1], 0, image_size[0] - m.shape[-2]))
+
+
+def solo_targets(
+    gt_instances: List[Instances],
+    masks: List[torch.Tensor],
+    num_grids: Sequence[int],
+    scale_ranges: Sequence[Sequence[float]],
+    sigma: float,
+    num_classes: int,
+) -> List[LevelTargets]:
+    """Targets of every level for a batch.
+
+    Args:
+        gt_instances: per image, ``gt_boxes`` and ``gt_classes``.
+        masks: per image, (G, H, W) padded masks (:func:`padded_gt_masks`); (H, W) is the
+            padded input size over which the grids are laid.
+
+    Returns:
+        one :class:`LevelTargets` per level.
+    """
+    out = []
+    centers = [center_of_mass(m) if m.shape[0] else m.new_zeros((0, 2), dtype=torch.float32)
+               for m in masks]  # fmt: skip
+    for s, rng in zip(num_grids, scale_ranges):
+        labels, pos = [], []
+        for b, (inst, m) in enumerate(zip(gt_instances, masks)):
+            lab, owner = assign_level(
+                inst.gt_boxes.tensor, inst.gt_classes, centers[b], m.shape[-2:], s, rng, sigma,
+                num_classes,
+            )  # fmt: skip
+            cells = torch.nonzero(owner.flatten() >= 0).squeeze(1)
+            pos.append(torch.stack([torch.full_like(cells, b), cells, owner.flatten()[cells]], 1))
+            labels.append(lab)
+        out.append(LevelTargets(torch.stack(labels), torch.cat(pos)))
+    return out
+
+
+def rescale_masks(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """(G, H, W) binary -> (G, h, w) binary, bilinear (``align_corners=False``) then >= 0.5.
+
+    For an integer factor this samples the same points as the reference's cv2 INTER_LINEAR
+    rescale of uint8 masks (round half up).
+    """
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, *size), dtype=torch.bool)
+    m = F.interpolate(masks[None].float(), size=tuple(size), mode="bilinear", align_corners=False)
+    return m[0] >= 0.5
+
+
+def mask_targets(pos: torch.Tensor, masks: List[torch.Tensor], size, cache: Dict) -> torch.Tensor:
+    """(P, h, w) float mask targets of the positives ``pos`` (rows image, cell, gt) at ``size``.
+
+    ``cache`` keeps each image's rescaled masks per size across levels.
+    """
+    out = torch.zeros((pos.shape[0], *size), device=pos.device)
+    for b in torch.unique(pos[:, 0]).tolist():
+        key = (b, tuple(size))
+        if key not in cache:
+            cache[key] = rescale_masks(masks[b], size)
+        sel = pos[:, 0] == b
+        out[sel] = cache[key][pos[sel, 2]].float()
+    return out

@@ -1,0 +1,112 @@
+"""SparseInst end to end: export == eager on shapes images, training lowers the loss, and
+train + eval through the Trainer on the tiny shapes splits."""
+
+import pytest
+import torch
+
+from instseg_d2.testing import build_tiny_cfg, loss_history, train_and_evaluate
+
+CONFIG = "configs/SparseInst/shapes_R_18_GIAM.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_shapes, repo_root, tmp_path_factory):
+    """The shapes model after a few training steps (so its outputs are not all alike), and
+    test images from shapes_tiny_val as the test loader gives them."""
+    from detectron2.utils.events import EventStorage
+
+    from instseg_d2.engine import Trainer
+
+    cfg = build_tiny_cfg(f"{repo_root}/{CONFIG}", str(tmp_path_factory.mktemp("si")))
+    torch.manual_seed(0)
+    model = Trainer.build_model(cfg)
+    opt = Trainer.build_optimizer(cfg, model)
+    batches = iter(Trainer.build_train_loader(cfg))
+    with EventStorage(0):
+        for _ in range(3):
+            losses = model(next(batches))
+            opt.zero_grad()
+            sum(losses.values()).backward()
+            opt.step()
+    model.eval()
+    loader = Trainer.build_test_loader(cfg, "shapes_tiny_val")
+    images = [b[0] for _, b in zip(range(2), loader)]
+    return model, images
+
+
+def test_exported_equals_eager(tiny_model, tmp_path):
+    from sparseinst_d2.export import SparseInstPredictor, export_predictor
+
+    model, images = tiny_model
+    predictor = SparseInstPredictor(model).eval()
+    # exported on a random image of another size: height and width stay dynamic
+    example = torch.randint(0, 256, (3, 100, 136), dtype=torch.uint8)
+    path = str(tmp_path / "sparseinst.pt2")
+    torch.export.save(export_predictor(predictor, example), path)
+    exported = torch.export.load(path).module()
+
+    image = images[0]["image"]
+    assert image.shape[1:] == (96, 96)  # a multiple of 32: no padding
+    odd = image[:, :90, :75]  # needs padding on both sides
+    with torch.no_grad():
+        for img in (image, odd):
+            scores, classes, masks, boxes = exported(img)
+            eager = model([{"image": img}])[0]["instances"]  # at the input's size
+            assert masks.shape[1:] == img.shape[1:] and len(scores) > 0
+            assert torch.equal(classes, eager.pred_classes)
+            assert torch.allclose(scores, eager.scores, rtol=1e-5, atol=1e-7)
+            assert torch.equal(masks, eager.pred_masks)
+            assert torch.equal(boxes, eager.pred_boxes.tensor)
+            assert masks.any()  # not a degenerate comparison
+
+
+def test_inference_sizes_and_boxes(tiny_model):
+    from instseg_d2.layers import boxes_from_masks
+
+    model, images = tiny_model
+    with torch.no_grad():
+        (out,) = model([dict(images[1], height=50, width=70)])
+        (raw,) = model.inference([images[1]], do_postprocess=False)
+    inst, raw = out["instances"], raw["instances"]
+    assert inst.image_size == (50, 70) and inst.pred_masks.shape[1:] == (50, 70)
+    assert inst.pred_masks.dtype == torch.bool and 0 < len(inst) <= model.max_detections
+    assert torch.equal(inst.pred_boxes.tensor, boxes_from_masks(inst.pred_masks))
+    # raw: the same detections, masks as probabilities at stride 4 of the (96x96) input
+    assert raw.pred_mask_probs.shape[1:] == (24, 24)
+    assert torch.equal(inst.scores, raw.scores) and torch.equal(inst.pred_classes, raw.pred_classes)
+
+
+def test_training_lowers_loss(tiny_shapes, repo_root, tmp_path):
+    """AdamW steps (with a short warm-up, as the schedule has) on one batch lower the loss."""
+    from detectron2.utils.events import EventStorage
+
+    from instseg_d2.engine import Trainer
+
+    opts = ["SOLVER.WARMUP_ITERS", "5", "SOLVER.WARMUP_FACTOR", "0.2", "SOLVER.MAX_ITER", "15"]
+    cfg = build_tiny_cfg(f"{repo_root}/{CONFIG}", str(tmp_path), opts)
+    torch.manual_seed(1)
+    model = Trainer.build_model(cfg)
+    opt = Trainer.build_optimizer(cfg, model)
+    sched = Trainer.build_lr_scheduler(cfg, opt)
+    batch = next(iter(Trainer.build_train_loader(cfg)))
+    history = []
+    with EventStorage(0):
+        for _ in range(15):
+            losses = model(batch)
+            history.append({k: v.item() for k, v in losses.items()})
+            opt.zero_grad()
+            sum(losses.values()).backward()
+            opt.step()
+            sched.step()
+    total = [sum(h.values()) for h in history]
+    assert sum(total[-3:]) / 3 < 0.8 * total[0]
+    for k in ("loss_ce", "loss_objectness"):
+        assert history[-1][k] < history[0][k], k
+
+
+def test_end_to_end_train_and_eval(tiny_shapes, repo_root, tmp_path):
+    res = train_and_evaluate(f"{repo_root}/{CONFIG}", str(tmp_path))
+    assert set(res) == {"bbox", "segm"}
+    assert 0.0 <= res["segm"]["AP"] <= 100.0
+    losses = loss_history(str(tmp_path))
+    assert len(losses) >= 1 and all(v == v and v < 1e4 for v in losses)  # finite
