@@ -11,14 +11,11 @@ and the mean number of GT instances per image for comparison.
 """
 
 import argparse
-import os
 import statistics
 import sys
 
 import torch
 
-# the repository root first: its packages (dvis_d2, instseg_d2), not an installed copy
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from detectron2.data import DatasetCatalog, build_detection_test_loader
 
 from instseg_d2.data import InstanceDatasetMapper

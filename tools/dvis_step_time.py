@@ -22,8 +22,6 @@ import time
 
 import torch
 
-# the repository root first: its packages (dvis_d2, instseg_d2), not an installed copy
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
