@@ -78,13 +78,14 @@ def test_inference_sizes_and_boxes(tiny_model):
 
 def test_training_lowers_loss(tiny_shapes, repo_root, tmp_path):
     """AdamW steps (with a short warm-up, as the schedule has) on one batch lower the loss."""
+    from detectron2.utils.env import seed_all_rng
     from detectron2.utils.events import EventStorage
 
     from instseg_d2.engine import Trainer
 
     opts = ["SOLVER.WARMUP_ITERS", "5", "SOLVER.WARMUP_FACTOR", "0.2", "SOLVER.MAX_ITER", "15"]
     cfg = build_tiny_cfg(f"{repo_root}/{CONFIG}", str(tmp_path), opts)
-    torch.manual_seed(1)
+    seed_all_rng(1)  # the model's init and the loader's sampling and augmentation
     model = Trainer.build_model(cfg)
     opt = Trainer.build_optimizer(cfg, model)
     sched = Trainer.build_lr_scheduler(cfg, opt)
