@@ -114,3 +114,26 @@ def test_dataset_only_feeds_images_to_a_latency_run(tiny_shapes, tmp_path, repo_
     assert "error" not in row, row
     assert row["dataset"] == "shapes_tiny_val"
     assert abs(row["params_M"] - 44.3) < 0.2  # R-50-FPN Mask R-CNN with 80 classes
+
+
+def test_gflops_count_branches_whose_output_is_discarded():
+    """An untrained model may drop a branch's output in post-processing: still counted."""
+    import torch
+
+    from instseg_d2.benchmark.runner import count_gflops
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Conv2d(3, 4, 1, bias=False)  # 3*4 MACs per pixel
+            self.b = torch.nn.Conv2d(4, 8, 1, bias=False)  # 4*8 MACs per pixel, then discarded
+
+        def forward(self, inputs):
+            x = self.a(inputs[0]["image"].float()[None])
+            masks = self.b(x)
+            if bool((masks.sum(dim=1) > 1e9).any()):  # nothing passes (an untrained model)
+                return [{"sum": x.sum() + masks.sum()}]
+            return [{"sum": x.sum()}]
+
+    gflops = count_gflops(Model(), [{"image": torch.zeros(3, 10, 10)}])
+    assert abs(gflops * 1e9 - (12 + 32) * 100) < 1e-6

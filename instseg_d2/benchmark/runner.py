@@ -128,12 +128,30 @@ def count_gflops(model, inputs: List[dict]) -> Optional[float]:
 
 
 class _Wrap(torch.nn.Module):
+    """The model (or ``fn(model, inputs)``) for tracing, returning the outputs of every leaf
+    module too: the tracer drops computations whose results are not returned, and an untrained
+    model's data-dependent post-processing may discard whole branches (e.g. a mask branch when
+    no candidate passes the score threshold), which would then not be counted."""
+
     def __init__(self, model, fn):
         super().__init__()
         self.model, self.fn = model, fn
 
     def forward(self, inputs):
-        return self.fn(self.model, inputs) if self.fn else self.model(inputs)
+        kept: List[torch.Tensor] = []
+
+        def keep(module, args, out):
+            kept.extend(t for t in (out if isinstance(out, (tuple, list)) else [out])
+                        if isinstance(t, torch.Tensor))  # fmt: skip
+
+        leaves = [m for m in self.model.modules() if next(m.children(), None) is None]
+        handles = [m.register_forward_hook(keep) for m in leaves]
+        try:
+            out = self.fn(self.model, inputs) if self.fn else self.model(inputs)
+        finally:
+            for h in handles:
+                h.remove()
+        return out, tuple(kept)
 
 
 def measure(spec: dict) -> dict:
