@@ -28,8 +28,8 @@ def _dataset_args(tiny_shapes):
 def _train_net(repo_root, args, **kw):
     cmd = [sys.executable, os.path.join(repo_root, "train_net.py")] + args
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.Popen(cmd, cwd=repo_root, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)  # fmt: skip
+    kw.setdefault("stdout", subprocess.PIPE)
+    return subprocess.Popen(cmd, cwd=repo_root, env=env, stderr=subprocess.STDOUT, text=True, **kw)
 
 
 def test_train_then_eval_only_reproduces(tiny_shapes, tmp_path, repo_root):
@@ -90,15 +90,20 @@ def test_kill_and_resume(tiny_shapes, tmp_path, repo_root):
     out = tmp_path / "resume"
     base = ["--config-file", MASK_RCNN] + _dataset_args(tiny_shapes) + list(TINY_OPTS)
     base += ["OUTPUT_DIR", str(out), "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "0"]
-    proc = _train_net(repo_root, base + ["SOLVER.MAX_ITER", "500"], start_new_session=True)
+    # the log goes to a file: nobody reads a pipe while the run goes on, and a full pipe blocks it
+    log_file = open(tmp_path / "killed_run.log", "w")
+    proc = _train_net(
+        repo_root, base + ["SOLVER.MAX_ITER", "500"], start_new_session=True, stdout=log_file
+    )
     deadline = time.time() + 300
     while not (out / "model_0000003.pth").is_file():
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert proc.poll() is None, (tmp_path / "killed_run.log").read_text()[-3000:]
         assert time.time() < deadline, "no checkpoint within 300 s"
         time.sleep(0.5)
     time.sleep(1.0)  # let the tag file be written
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    log_file.close()
     with open(out / "last_checkpoint") as f:
         last = f.read().strip()
     last_iter = torch.load(out / last, weights_only=False)["iteration"]
