@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -86,6 +87,14 @@ def test_two_process_cpu_training(tiny_shapes, tmp_path, repo_root):
     assert (out / "model_final.pth").is_file()
 
 
+def _tagged_iteration(out) -> int:
+    """Iteration of the checkpoint named by ``out/last_checkpoint`` (-1 if none yet)."""
+    tag = out / "last_checkpoint"
+    name = tag.read_text().strip() if tag.is_file() else ""
+    match = re.fullmatch(r"model_(\d+)\.pth", name)
+    return int(match.group(1)) if match else -1
+
+
 def test_kill_and_resume(tiny_shapes, tmp_path, repo_root):
     out = tmp_path / "resume"
     base = ["--config-file", MASK_RCNN] + _dataset_args(tiny_shapes) + list(TINY_OPTS)
@@ -96,11 +105,10 @@ def test_kill_and_resume(tiny_shapes, tmp_path, repo_root):
         repo_root, base + ["SOLVER.MAX_ITER", "500"], start_new_session=True, stdout=log_file
     )
     deadline = time.time() + 300
-    while not (out / "model_0000003.pth").is_file():
+    while _tagged_iteration(out) < 3:  # the tag is written after the checkpoint it names
         assert proc.poll() is None, (tmp_path / "killed_run.log").read_text()[-3000:]
         assert time.time() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.5)
-    time.sleep(1.0)  # let the tag file be written
+        time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     log_file.close()
