@@ -11,7 +11,6 @@ the median over ``--steps`` steps after one warm-up step is printed.
 """
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -20,16 +19,9 @@ from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
+from instseg_d2.benchmark.machine import describe_machine, machine_line
 from instseg_d2.data.mapper import InstanceDatasetMapper
 from instseg_d2.engine import build_config
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def step_cost(config_file: str, batch: int, steps: int) -> float:
@@ -59,7 +51,7 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     args = p.parse_args()
     torch.set_num_threads(1)
-    print(f"machine: {_cpu_name()}, torch {torch.__version__}")
+    print(f"machine: {machine_line(describe_machine('cpu'))}")
     for f in args.config_files:
         print(
             f"{f}: median CPU s/step (batch {args.batch}) {step_cost(f, args.batch, args.steps):.3f}"
