@@ -82,7 +82,10 @@ def main(argv=None):
     configs = args.configs or default_configs()
     root = os.path.abspath(args.output_root)
     record_path = os.path.join(root, "training.json")
-    record = json.load(open(record_path)) if os.path.exists(record_path) else {}
+    record = {}
+    if os.path.exists(record_path):
+        with open(record_path) as f:
+            record = json.load(f)
 
     for config in configs:
         out_dir = os.path.join(root, run_name(config))
