@@ -5,10 +5,12 @@ import importlib.util
 import json
 import os
 
+import torch
 from detectron2.data import MetadataCatalog
 
-from instseg_d2.benchmark import record_stages, stage
+from instseg_d2.benchmark import count_stage_ops, record_stages, stage
 from instseg_d2.benchmark.report import markdown_table
+from instseg_d2.benchmark.stages import OUTSIDE
 from instseg_d2.testing import TINY_OPTS, train_and_evaluate
 
 MASK_RCNN = "configs/MaskRCNN/shapes_R_18_FPN.yaml"
@@ -70,6 +72,24 @@ def test_stages_recorded_only_when_asked():
     assert set(st) == {"a"} and st["a"] > 0
     table = markdown_table([{"name": "m", "e2e_ms": 2.0, "stages_ms": {"discretize": 1.0}}])
     assert "discretize ms" in table.splitlines()[0] and "| m |" in table
+
+
+def test_stage_op_counts():
+    a, b = torch.randn(3, 4), torch.randn(4, 5)
+    with count_stage_ops() as counts:
+        x = a @ b  # 2 * 3 * 4 * 5 multiply-adds
+        with stage("s"):
+            y = x.exp()  # 15 elements
+            (y > 0).nonzero()  # integer / boolean outputs count nothing
+            with stage("t"):
+                y.sum()  # 1 element, in the innermost stage
+    assert dict(counts) == {OUTSIDE: 120.0, "s": 15.0, "t": 1.0}
+    with count_stage_ops() as counts:
+        pass
+    assert not counts
+    with stage("s"):  # nothing is counted outside the context
+        a.exp()
+    assert not counts
 
 
 def test_compare_shapes_trains_resumably_then_tables(tiny_shapes, tmp_path, repo_root):

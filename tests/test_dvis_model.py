@@ -135,10 +135,18 @@ def test_end_to_end_train_and_eval_and_candidate_count(tiny_shapes, tmp_path, re
     tool = _tool(repo_root, "dvis_candidates")
     weights = str(tmp_path / "model_final.pth")
     tool.main(["--config-file", f"{repo_root}/{CONFIG}", "--weights", weights, "--num-images", "2"]
-              + ["DATASETS.TEST", "('shapes_tiny_val',)", "MODEL.DEVICE", "cpu"])  # fmt: skip
+              + ["--count-ops", "DATASETS.TEST", "('shapes_tiny_val',)"]
+              + ["MODEL.DEVICE", "cpu"])  # fmt: skip
     out = capsys.readouterr().out
     assert "shapes_tiny_val: 2 images" in out and "candidates per image: mean" in out
     assert "from bandwidth 0.9" in out and "from bandwidth 0.4" in out
+    shares = {
+        line.split(":")[0].strip(): float(line.split("(")[-1].split()[0])
+        for line in out.splitlines()
+        if line.endswith("%)")
+    }
+    assert set(shares) == {"label-map network and the rest", "discretization", "verification"}
+    assert abs(sum(shares.values()) - 100) < 0.1 and shares["discretization"] > 0
 
 
 def test_step_time_tool_adds_candidates(tiny_shapes, repo_root, capsys):
