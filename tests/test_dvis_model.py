@@ -10,11 +10,11 @@ from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from dvis_d2 import Candidates, VerificationHead
+from dvis_d2 import Candidates, Discretizer, VerificationHead, add_rectangle_candidates
 from dvis_d2.verification import verification_losses, verification_scores
 from instseg_d2.benchmark import record_stages
 from instseg_d2.data import InstanceDatasetMapper
-from instseg_d2.testing import TINY_OPTS, build_tiny_cfg, train_and_evaluate
+from instseg_d2.testing import build_tiny_cfg, train_and_evaluate
 
 CONFIG = "configs/DVIS/shapes_R_18.yaml"
 
@@ -149,17 +149,19 @@ def test_end_to_end_train_and_eval_and_candidate_count(tiny_shapes, tmp_path, re
     assert abs(sum(shares.values()) - 100) < 0.1 and shares["discretization"] > 0
 
 
-def test_step_time_tool_adds_candidates(tiny_shapes, repo_root, capsys):
-    tool = _tool(repo_root, "dvis_step_time")
-    tool.main(["--config-file", f"{repo_root}/{CONFIG}", "--steps", "2", "--extra-candidates", "7"]
-              + list(TINY_OPTS) + ["SOLVER.IMS_PER_BATCH", "2"])  # fmt: skip
-    out = capsys.readouterr().out
-    counts = [float(x.split(", ")[1].split()[0]) for x in out.splitlines() if x.startswith("step")]
-    assert len(counts) == 2 and min(counts) >= 7  # the 7 rectangles + the real candidates
-    assert "s/step (mean of steps 1..)" in out and "machine:" in out
-    with pytest.raises(SystemExit):  # --extra-candidates needs a DVIS model
-        tool.main(["--config-file", f"{repo_root}/configs/MaskRCNN/shapes_R_18_FPN.yaml"]
-                  + ["--extra-candidates", "2"] + list(TINY_OPTS))  # fmt: skip
+def test_rectangle_candidates_added_after_the_real_ones():
+    disc = Discretizer(bandwidths=(0.9,), min_area=(3,), num_keep=(5,))
+    f = torch.zeros(2, 12, 16)
+    f[0, 2:6, 3:8] = 2.0  # one real segment in image 0, none in image 1
+    valid = torch.ones(2, 12, 16, dtype=torch.bool)
+    real = disc(f, valid)
+    add_rectangle_candidates(disc, 7)
+    out, again = disc(f, valid), disc(f, valid)
+    assert [len(c) for c in real] == [1, 0] and [len(c) for c in out] == [8, 7]
+    assert torch.equal(out[0].masks[:1], real[0].masks)
+    assert all(torch.equal(a.masks, b.masks) for a, b in zip(out, again))  # same each call
+    areas = out[1].masks.flatten(1).sum(1)
+    assert areas.min() >= 9 and areas.max() <= 64 and out[1].values.eq(1).all()
 
 
 def _tool(repo_root, name):

@@ -1,4 +1,4 @@
-"""Benchmarking: params, GFLOPs, latency, memory and COCO AP of several configs side by side."""
+"""Benchmarking: params, GFLOPs, latency, memory, COCO AP and training-step cost of configs."""
 
 from .stages import count_stage_ops, record_stages, stage
 
