@@ -16,9 +16,9 @@ from instseg_d2.testing import TINY_OPTS, train_and_evaluate
 MASK_RCNN = "configs/MaskRCNN/shapes_R_18_FPN.yaml"
 
 
-def _load_tool(repo_root):
+def _load_tool(repo_root, name="benchmark"):
     spec = importlib.util.spec_from_file_location(
-        "benchmark_tool", os.path.join(repo_root, "tools", "benchmark.py")
+        f"{name}_tool", os.path.join(repo_root, "tools", f"{name}.py")
     )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -93,11 +93,7 @@ def test_stage_op_counts():
 
 
 def test_compare_shapes_trains_resumably_then_tables(tiny_shapes, tmp_path, repo_root):
-    spec = importlib.util.spec_from_file_location(
-        "compare_tool", os.path.join(repo_root, "tools", "compare_shapes.py")
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _load_tool(repo_root, "compare_shapes")
     assert tool.default_configs()[0] == MASK_RCNN  # the baseline heads the table
     datasets = []
     for name in tiny_shapes:
@@ -118,6 +114,19 @@ def test_compare_shapes_trains_resumably_then_tables(tiny_shapes, tmp_path, repo
     # a second sweep finds the model trained and does not train it again
     assert tool.main(argv[: -len(TINY_OPTS) - 1] + ["--train-only"]) == 0
     assert len(json.loads((root / "training.json").read_text())[run]) == 1
+
+
+def test_side_by_side_sweeps_keep_each_others_records(tmp_path, repo_root):
+    tool = _load_tool(repo_root, "compare_shapes")
+    path = str(tmp_path / "root" / "training.json")
+    tool.add_record(path, "A", {"s_per_iter": 1.0})  # sweep 1
+    tool.add_record(path, "B", {"s_per_iter": 2.0})  # sweep 2, started before A was recorded
+    tool.add_record(path, "A", {"s_per_iter": 3.0})  # A resumed
+    assert json.loads(open(path).read()) == {
+        "A": [{"s_per_iter": 1.0}, {"s_per_iter": 3.0}],
+        "B": [{"s_per_iter": 2.0}],
+    }
+    assert os.listdir(tmp_path / "root") == ["training.json"]  # no temporary file left
 
 
 def test_dataset_only_feeds_images_to_a_latency_run(tiny_shapes, tmp_path, repo_root):

@@ -66,6 +66,21 @@ def train(config, out_dir, opts, checkpoint_period, datasets=()):
     return info
 
 
+def add_record(path, name, info):
+    """Append ``info`` to ``name``'s list in the JSON file ``path``, re-reading the file first so
+    that sweeps running side by side into one output root keep each other's records."""
+    record = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            record = json.load(f)
+    record.setdefault(name, []).append(info)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, path)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--configs", nargs="+", default=None, help="default: configs/*/shapes_*.yaml")
@@ -82,21 +97,12 @@ def main(argv=None):
     configs = args.configs or default_configs()
     root = os.path.abspath(args.output_root)
     record_path = os.path.join(root, "training.json")
-    record = {}
-    if os.path.exists(record_path):
-        with open(record_path) as f:
-            record = json.load(f)
-
     for config in configs:
         out_dir = os.path.join(root, run_name(config))
         if args.bench_only or os.path.exists(os.path.join(out_dir, "model_final.pth")):
             continue
-        record.setdefault(run_name(config), []).append(
-            train(config, out_dir, args.opts, args.checkpoint_period, args.dataset)
-        )
-        os.makedirs(root, exist_ok=True)
-        with open(record_path, "w") as f:
-            json.dump(record, f, indent=1)
+        info = train(config, out_dir, args.opts, args.checkpoint_period, args.dataset)
+        add_record(record_path, run_name(config), info)
     if args.train_only:
         return 0
 
