@@ -1,10 +1,13 @@
 """SparseInst end to end: export == eager on shapes images, training lowers the loss, and
 train + eval through the Trainer on the tiny shapes splits."""
 
+import importlib.util
+
 import pytest
 import torch
+from detectron2.data import DatasetCatalog
 
-from instseg_d2.testing import build_tiny_cfg, loss_history, train_and_evaluate
+from instseg_d2.testing import TINY_OPTS, build_tiny_cfg, loss_history, train_and_evaluate
 
 CONFIG = "configs/SparseInst/shapes_R_18_GIAM.yaml"
 
@@ -111,3 +114,18 @@ def test_end_to_end_train_and_eval(tiny_shapes, repo_root, tmp_path):
     assert 0.0 <= res["segm"]["AP"] <= 100.0
     losses = loss_history(str(tmp_path))
     assert len(losses) >= 1 and all(v == v and v < 1e4 for v in losses)  # finite
+
+    # the matched-query statistics of the trained model: one entry per GT object of the images
+    spec = importlib.util.spec_from_file_location(
+        "match_stats", f"{repo_root}/tools/sparseinst_match_stats.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    weights = str(tmp_path / "model_final.pth")
+    argv = ["--config-file", f"{repo_root}/{CONFIG}", "--weights", weights, "--num-images", "2"]
+    stats = tool.main(argv + list(TINY_OPTS))
+    num_objects = sum(len(d["annotations"]) for d in DatasetCatalog.get("shapes_tiny_val")[:2])
+    assert len(stats["dice"]) == len(stats["top1"]) == num_objects > 0
+    assert all(0 <= v <= 1 for k in stats for v in stats[k])
+    assert set(stats["top1"]) <= {0.0, 1.0}
+    assert len(stats["unmatched_p"]) == 2 * 100 - num_objects  # N = 100 queries per image
