@@ -148,6 +148,15 @@ def test_end_to_end_train_and_eval_and_candidate_count(tiny_shapes, tmp_path, re
     assert set(shares) == {"label-map network and the rest", "discretization", "verification"}
     assert abs(sum(shares.values()) - 100) < 0.1 and shares["discretization"] > 0
 
+    # randomly initialised, with 3 rectangles added per image: at least 3 candidates each
+    tool.main(["--config-file", f"{repo_root}/{CONFIG}", "--weights", "", "--num-images", "2"]
+              + ["--count-ops", "--extra-candidates", "3", "DATASETS.TEST", "('shapes_tiny_val',)"]
+              + ["MODEL.DEVICE", "cpu"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "randomly initialised" in out and "3 rectangles added" in out
+    counts = next(line for line in out.splitlines() if line.startswith("candidates per image"))
+    assert int(counts.split("min ")[1].split(",")[0]) >= 3
+
 
 def test_rectangle_candidates_added_after_the_real_ones():
     disc = Discretizer(bandwidths=(0.9,), min_area=(3,), num_keep=(5,))

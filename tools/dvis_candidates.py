@@ -4,7 +4,7 @@ the share of the operations spent in discretization and verification (paper: abo
 
     python tools/dvis_candidates.py --config-file configs/DVIS/shapes_R_18.yaml \
         --weights output/dvis_shapes/model_final.pth [--dataset shapes_val] [--num-images N] \
-        [--count-ops]
+        [--count-ops] [--extra-candidates N]
 
 Runs the model's inference on the config's test set (the test-time resize of the config) and
 prints the mean, median and range of the number of candidates that the discretization sends to
@@ -16,19 +16,22 @@ With ``--count-ops`` the floating-point operations of every inference are counte
 multiply-add, every other op one per output element) and the totals over the images are printed
 with each stage's share: the label-map network (backbone + decoder), ``discretization``
 (mean-shift, connected components, filters) and ``verification`` (RoIAlign, the CNN, scoring).
+``--extra-candidates N`` appends N small rectangles to each image's candidates
+(``dvis_d2.add_rectangle_candidates``), e.g. to count the verification of a config at the
+paper's candidate count without trained weights (``--weights ""``: random initialisation).
 """
 
 import argparse
+import contextlib
 import statistics
 import sys
-
-import contextlib
 from collections import defaultdict
 
 import torch
 
 from detectron2.data import DatasetCatalog, build_detection_test_loader
 
+from dvis_d2 import add_rectangle_candidates
 from instseg_d2.benchmark import count_stage_ops
 from instseg_d2.benchmark.stages import OUTSIDE
 from instseg_d2.data import InstanceDatasetMapper
@@ -38,9 +41,10 @@ from instseg_d2.engine import InstSegCheckpointer, Trainer, build_config, checkp
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config-file", required=True)
-    p.add_argument("--weights", required=True)
+    p.add_argument("--weights", required=True, help='"": random initialisation')
     p.add_argument("--dataset", default="", help="default: the config's first test set")
     p.add_argument("--num-images", type=int, default=0, help="0: all")
+    p.add_argument("--extra-candidates", type=int, default=0, help="rectangles added per image")
     p.add_argument("--count-ops", action="store_true", help="operations per stage (slower)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
@@ -52,7 +56,13 @@ def main(argv=None):
     if cfg.MODEL.META_ARCHITECTURE != "DVIS":
         sys.exit(f"{args.config_file}: MODEL.META_ARCHITECTURE is not DVIS")
     model = Trainer.build_model(cfg)
-    InstSegCheckpointer(model, meta=checkpoint_meta(cfg), strict=True).load(args.weights)
+    if args.weights:
+        InstSegCheckpointer(model, meta=checkpoint_meta(cfg), strict=True).load(args.weights)
+    else:
+        print("no --weights: a randomly initialised model")
+    if args.extra_candidates:
+        add_rectangle_candidates(model.discretizer, args.extra_candidates)
+        print(f"{args.extra_candidates} rectangles added to each image's candidates")
     model.eval()
     name = cfg.DATASETS.TEST[0]
     loader = build_detection_test_loader(cfg, name, mapper=InstanceDatasetMapper(cfg, False))
