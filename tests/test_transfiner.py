@@ -1,5 +1,6 @@
 """Mask Transfiner: targets, quadtree, losses, node features, refinement, end to end."""
 
+import importlib.util
 import math
 import os
 
@@ -10,7 +11,7 @@ from detectron2.layers import ROIAlign
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from instseg_d2.testing import train_and_evaluate
+from instseg_d2.testing import TINY_OPTS, train_and_evaluate
 from transfiner_d2.losses import (
     boundary_loss,
     incoherence_loss,
@@ -381,3 +382,15 @@ def test_end_to_end_train_and_eval(tiny_shapes, tmp_path, repo_root):
     with open(out / "inference/shapes_tiny_val/coco_instances_results.json") as f:
         preds = json.load(f)
     assert preds and all("segmentation" in p for p in preds)
+
+    # the node counts of the trained model: every level-0 cell of a refined instance is a node
+    spec = importlib.util.spec_from_file_location(
+        "tf_nodes", f"{repo_root}/tools/transfiner_nodes.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    argv = ["--config-file", os.path.join(repo_root, SHAPES_CFG), "--weights"]
+    rows = tool.main(argv + [str(out / "model_final.pth"), "--num-images", "1"] + TINY_OPTS + opts)
+    seconds, detections, refined, per_instance = rows[0]
+    assert seconds > 0 and 0 < refined <= 2 and refined <= detections <= 8
+    assert per_instance[0] == 28 * 28 and 0 <= per_instance[2] <= 112 * 112

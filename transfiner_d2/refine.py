@@ -189,6 +189,8 @@ class QuadtreeRefiner(nn.Module):
         r = probs.shape[0]
         sizes = self.level_sizes(probs.shape[-1])
         selected = [all_nodes(m) for m in node_masks(incoherence, sizes, self.test_thresholds)]
+        # for tools/transfiner_nodes.py: instances refined and their nodes per level, this call
+        self.last_nodes = (r, [int(valid.sum()) for _, valid in selected])
         num_ctx = roi.shape[-1] ** 2
         preds = [probs.new_zeros(idx.shape) for idx, _ in selected]
         for start in range(0, r, self.test_chunk_size):
