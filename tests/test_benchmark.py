@@ -166,3 +166,12 @@ def test_gflops_count_branches_whose_output_is_discarded():
 
     gflops = count_gflops(Model(), [{"image": torch.zeros(3, 10, 10)}])
     assert abs(gflops * 1e9 - (12 + 32) * 100) < 1e-6
+
+    class VectorProducts(torch.nn.Module):  # fvcore's own matmul handle fails on 1-D operands
+        def forward(self, inputs):
+            x = inputs[0]["image"].float().flatten(1)  # (3, 100)
+            w = torch.ones(100)
+            return [{"sum": (x @ w).sum() + w @ w + (x.t() @ x).sum()}]
+
+    gflops = count_gflops(VectorProducts(), [{"image": torch.zeros(3, 10, 10)}])
+    assert abs(gflops * 1e9 - (3 * 100 + 100 + 100 * 100 * 3)) < 1e-6

@@ -25,6 +25,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.data import detection_utils as utils
@@ -119,12 +120,22 @@ def count_gflops(model, inputs: List[dict]) -> Optional[float]:
             model_fn = None
         with torch.no_grad():
             flops = FlopCountAnalysis(_Wrap(model, model_fn), inputs)
+            flops.set_op_handle("aten::matmul", _matmul_flops)
             flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             flops.tracer_warnings("none")
             return flops.total() / 1e9
     except Exception as e:  # tracing fails on some data-dependent control flow
         logger.warning("GFLOPs not counted: %s: %s", type(e).__name__, e)
         return None
+
+
+def _matmul_flops(inputs, outputs) -> int:
+    """Multiply-adds of ``aten::matmul``: output elements x the contracted length. Unlike
+    fvcore's handle, it also takes 1-D operands (matrix-vector and vector products)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    k = get_shape(inputs[0])[-1]
+    return int(np.prod(get_shape(outputs[0]), dtype=np.int64)) * k
 
 
 class _Wrap(torch.nn.Module):
