@@ -148,3 +148,28 @@ def test_duplicate_name_and_dataset_arg(foreign):
     for bad in ("a", "a=b.json", "=b.json:c", "a=:c"):
         with pytest.raises(ValueError, match="NAME=annotations.json:image_dir"):
             parse_dataset_arg(bad)
+
+
+def test_coco_subset_tool(foreign, tmp_path, repo_root):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "coco_subset", f"{repo_root}/tools/coco_subset.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    json_file = foreign[0]
+    with open(json_file) as f:
+        coco = json.load(f)
+    first = min(im["id"] for im in coco["images"])
+    out = tmp_path / "sub.json"
+    tool.main([json_file, str(out), "--num-images", "1"])
+    sub = json.loads(out.read_text())
+    assert [im["id"] for im in sub["images"]] == [first]
+    assert sub["annotations"] == [a for a in coco["annotations"] if a["image_id"] == first]
+    assert sub["categories"] == coco["categories"]
+    with pytest.raises(ValueError, match="num-images"):
+        tool.subset(coco, 0)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="bad.json"):
+        tool.main([str(tmp_path / "bad.json"), str(out), "--num-images", "1"])
