@@ -35,7 +35,7 @@ from dvis_d2 import add_rectangle_candidates
 from instseg_d2.benchmark import count_stage_ops
 from instseg_d2.benchmark.stages import OUTSIDE
 from instseg_d2.data import InstanceDatasetMapper
-from instseg_d2.engine import InstSegCheckpointer, Trainer, build_config, checkpoint_meta
+from instseg_d2.engine import build_config, load_model
 
 
 def main(argv=None):
@@ -55,15 +55,12 @@ def main(argv=None):
     cfg.freeze()
     if cfg.MODEL.META_ARCHITECTURE != "DVIS":
         sys.exit(f"{args.config_file}: MODEL.META_ARCHITECTURE is not DVIS")
-    model = Trainer.build_model(cfg)
-    if args.weights:
-        InstSegCheckpointer(model, meta=checkpoint_meta(cfg), strict=True).load(args.weights)
-    else:
+    model = load_model(cfg, args.weights)
+    if not args.weights:
         print("no --weights: a randomly initialised model")
     if args.extra_candidates:
         add_rectangle_candidates(model.discretizer, args.extra_candidates)
         print(f"{args.extra_candidates} rectangles added to each image's candidates")
-    model.eval()
     name = cfg.DATASETS.TEST[0]
     loader = build_detection_test_loader(cfg, name, mapper=InstanceDatasetMapper(cfg, False))
     gt = [len(d.get("annotations", [])) for d in DatasetCatalog.get(name)]

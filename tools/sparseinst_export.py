@@ -20,7 +20,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from instseg_d2.engine import InstSegCheckpointer, Trainer, build_config, checkpoint_meta
+from instseg_d2.engine import build_config, load_model
 from sparseinst_d2.export import SparseInstPredictor, export_predictor
 
 
@@ -37,10 +37,7 @@ def main(argv=None):
     cfg.freeze()
     if cfg.MODEL.META_ARCHITECTURE != "SparseInst":
         sys.exit(f"{args.config_file}: MODEL.META_ARCHITECTURE is {cfg.MODEL.META_ARCHITECTURE!r}")
-    model = Trainer.build_model(cfg).eval()
-    weights = args.weights or cfg.MODEL.WEIGHTS
-    if weights:
-        InstSegCheckpointer(model, meta=checkpoint_meta(cfg), strict=True).load(weights)
+    model = load_model(cfg, args.weights or cfg.MODEL.WEIGHTS)
     predictor = SparseInstPredictor(model).eval()
 
     aug = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)

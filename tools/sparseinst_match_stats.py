@@ -24,7 +24,8 @@ from detectron2.data import build_detection_test_loader
 from detectron2.data import transforms as T
 
 from instseg_d2.data import InstanceDatasetMapper
-from instseg_d2.engine import InstSegCheckpointer, Trainer, build_config, checkpoint_meta
+from instseg_d2.engine import build_config, load_model
+from instseg_d2.layers import dice_coefficient
 from sparseinst_d2.loss import target_masks
 
 
@@ -49,9 +50,7 @@ def match_stats(model, batches) -> dict:
             stats["p_class"] += probs[b, q, cls].tolist()
             stats["top1"] += (probs[b, q].argmax(-1) == cls).float().tolist()
             stats["objectness"] += obj[b, q].tolist()
-            m = out["pred_masks"][b, q].sigmoid().flatten(1)
-            g = targets[b][t].flatten(1)
-            dice = 2 * (m * g).sum(1) / (m.pow(2).sum(1) + g.pow(2).sum(1)).clamp(min=1e-6)
+            dice = dice_coefficient(out["pred_masks"][b, q].sigmoid(), targets[b][t], eps=1e-6)
             stats["dice"] += dice.tolist()
             rest = torch.ones(probs.shape[1], dtype=torch.bool, device=probs.device)
             rest[q] = False
@@ -71,9 +70,7 @@ def main(argv=None):
     cfg.freeze()
     if cfg.MODEL.META_ARCHITECTURE != "SparseInst":
         raise SystemExit(f"{args.config_file}: MODEL.META_ARCHITECTURE is not SparseInst")
-    model = Trainer.build_model(cfg)
-    InstSegCheckpointer(model, meta=checkpoint_meta(cfg), strict=True).load(args.weights)
-    model.eval()
+    model = load_model(cfg, args.weights)
     name = cfg.DATASETS.TEST[0]
     # the training mapper (it keeps the GT objects) with the test-time resize and no flip
     mapper = InstanceDatasetMapper(

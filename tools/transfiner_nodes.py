@@ -19,7 +19,7 @@ import torch
 from detectron2.data import build_detection_test_loader
 
 from instseg_d2.data import InstanceDatasetMapper
-from instseg_d2.engine import InstSegCheckpointer, Trainer, build_config, checkpoint_meta
+from instseg_d2.engine import build_config, load_model
 
 
 def main(argv=None):
@@ -33,10 +33,7 @@ def main(argv=None):
     cfg.freeze()
     if cfg.MODEL.ROI_MASK_HEAD.NAME != "TransfinerMaskHead":
         raise SystemExit(f"{args.config_file}: MODEL.ROI_MASK_HEAD.NAME is not TransfinerMaskHead")
-    model = Trainer.build_model(cfg)
-    if args.weights:
-        InstSegCheckpointer(model, meta=checkpoint_meta(cfg), strict=True).load(args.weights)
-    model.eval()
+    model = load_model(cfg, args.weights)
     refiner = model.roi_heads.mask_head.refiner
     name = cfg.DATASETS.TEST[0]
     loader = build_detection_test_loader(cfg, name, mapper=InstanceDatasetMapper(cfg, False))

@@ -32,7 +32,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.utils.logger import setup_logger
 
-from ..engine import InstSegCheckpointer, Trainer, build_config, checkpoint_meta
+from ..engine import Trainer, build_config, load_model
 from ..engine.setup import register_datasets
 from ..engine.summary import SUMMARY_METRICS as AP_METRICS
 from .stages import record_stages
@@ -88,11 +88,7 @@ def _build(spec: dict):
         opts += ["OUTPUT_DIR", spec["output_dir"]]
     cfg = build_config(spec["config_file"], [str(o) for o in opts])
     cfg.freeze()
-    model = Trainer.build_model(cfg)
-    model.eval()
-    if spec.get("weights"):
-        InstSegCheckpointer(model, meta=checkpoint_meta(cfg), strict=True).load(spec["weights"])
-    return cfg, model
+    return cfg, load_model(cfg, spec.get("weights") or "")
 
 
 def _resize_aug(cfg, input_size):

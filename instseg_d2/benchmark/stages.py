@@ -16,7 +16,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-_active: Optional[Dict[str, float]] = None
+_active: Optional[Dict[str, float]] = None  # stage times while record_stages() is active
+_counting = False  # True while count_stage_ops() is active
 _stage_stack: List[str] = []
 OUTSIDE = "(outside stages)"
 
@@ -57,9 +58,6 @@ def record_stages():
 def _sync():
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
-
-
-_counting = False
 
 
 class _OpCounter(TorchDispatchMode):

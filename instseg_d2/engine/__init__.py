@@ -5,7 +5,7 @@ from .evaluation import BoxesFromMasks, build_coco_evaluator
 from .num_classes import ClassCountError, dataset_classes, sync_num_classes
 from .optimizer import build_optimizer
 from .setup import ConfigKeyError, build_config, default_argument_parser, setup
-from .trainer import Trainer, checkpoint_meta
+from .trainer import Trainer, checkpoint_meta, load_model
 
 __all__ = [
     "BoxesFromMasks",
@@ -20,6 +20,7 @@ __all__ = [
     "checkpoint_meta",
     "dataset_classes",
     "default_argument_parser",
+    "load_model",
     "setup",
     "sync_num_classes",
 ]

@@ -111,3 +111,13 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         return build_optimizer(cfg, model)
+
+
+def load_model(cfg, weights: str = "") -> torch.nn.Module:
+    """``cfg``'s model in eval mode, with ``weights`` loaded strictly (the checkpoint must be of
+    this meta-architecture and these classes, see :class:`InstSegCheckpointer`); ``""``: the
+    random initialisation. For tools that run a trained model outside ``train_net.py``."""
+    model = Trainer.build_model(cfg)
+    if weights:
+        InstSegCheckpointer(model, meta=checkpoint_meta(cfg), strict=True).load(weights)
+    return model.eval()
