@@ -394,3 +394,21 @@ def test_end_to_end_train_and_eval(tiny_shapes, tmp_path, repo_root):
     seconds, detections, refined, per_instance = rows[0]
     assert seconds > 0 and 0 < refined <= 2 and refined <= detections <= 8
     assert per_instance[0] == 28 * 28 and 0 <= per_instance[2] <= 112 * 112
+
+
+def test_gt_incoherent_share_by_object_size(repo_root):
+    """The incoherent share of the 28x28 ground truth: a band along the edges, so nearly all
+    of a small object's grid and a thin ring of a large one's."""
+    spec = importlib.util.spec_from_file_location(
+        "tf_nodes", f"{repo_root}/tools/transfiner_nodes.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    m = torch.zeros(2, 128, 128, dtype=torch.bool)
+    m[0, 10:18, 10:18] = True  # 8 px
+    m[1, 40:104, 40:104] = True  # 64 px
+    shares, sides = tool.gt_incoherent_share(
+        [Instances((128, 128), gt_masks=BitMasks(m))], 28, 2, 0.01, 0.05
+    )
+    assert sides.tolist() == [8.0, 64.0]
+    assert shares[0] > 0.8 and 0.1 < shares[1] < 0.2

@@ -9,6 +9,12 @@ test-time resize) and prints, per image, the wall time, the detections, the inst
 and their nodes per quadtree level (28 / 56 / 112 for depth 3), then the means. The node count
 sets the cost of the refinement: every instance's tokens (P x P context + its nodes) go through
 the transformer together, so its attention grows with the square of that count.
+
+``--gt-incoherence N`` also prints how much of the coarse grid the ground truth calls incoherent
+(paper Eq. 1, with the config's downsampling, epsilon and RoI threshold): over the objects of
+the first N test images, each cropped to its own box at 28 x 28, the mean share of incoherent
+cells, overall and by box size. The level-0 nodes the trained predictor selects can be compared
+with it.
 """
 
 import argparse
@@ -17,16 +23,67 @@ import time
 
 import torch
 from detectron2.data import build_detection_test_loader
+from detectron2.data import transforms as T
+from detectron2.structures import Instances
 
 from instseg_d2.data import InstanceDatasetMapper
 from instseg_d2.engine import build_config, load_model
+from transfiner_d2.targets import MaskTargets
+
+SIZE_BINS = ((0, 24), (24, 48), (48, float("inf")))  # box side in pixels (the longer one)
+
+
+def gt_incoherent_share(targets, size: int, downsample: int, eps: float, thresh: float):
+    """Share of incoherent cells of every GT object, cropped to its own box at size x size.
+
+    Args:
+        targets: per image, Instances with ``gt_masks`` (BitMasks).
+
+    Returns:
+        (M,) shares in [0, 1] and (M,) longer box sides in pixels.
+    """
+    shares, sides = [], []
+    for t in targets:
+        boxes = t.gt_masks.get_bounding_boxes()
+        props = Instances(t.image_size, proposal_boxes=boxes, gt_index=torch.arange(len(t)))
+        crops = MaskTargets([props], [t], downsample, eps).crop_incoherent(size, thresh)
+        shares.append(crops.flatten(1).mean(1))
+        sides.append((boxes.tensor[:, 2:] - boxes.tensor[:, :2]).max(1).values)
+    return torch.cat(shares), torch.cat(sides)
+
+
+def print_gt_incoherence(cfg, name: str, num_images: int, size: int) -> dict:
+    """The ground truth's incoherent share at ``size``, overall and per ``SIZE_BINS``."""
+    aug = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)]
+    mapper = InstanceDatasetMapper(cfg, True, augmentations=aug)
+    targets = []
+    for i, batch in enumerate(build_detection_test_loader(cfg, name, mapper=mapper)):
+        if i >= num_images:
+            break
+        targets += [x["instances"] for x in batch if len(x["instances"])]
+    tc = cfg.MODEL.TRANSFINER
+    shares, sides = gt_incoherent_share(
+        targets, size, tc.INCOHERENT_GT_DOWNSAMPLE, tc.INCOHERENT_GT_EPS, tc.INCOHERENT_ROI_THRESH
+    )
+    out = {"all": (len(shares), shares.mean().item())}
+    for lo, hi in SIZE_BINS:
+        sel = (sides >= lo) & (sides < hi)
+        out[f"{lo}-{hi}"] = (
+            int(sel.sum()),
+            shares[sel].mean().item() if sel.any() else float("nan"),
+        )
+    print(f"ground truth, {len(shares)} objects: {out['all'][1]:.3f} of the {size}x{size} cells "
+          "incoherent; by box side (px): "
+          + ", ".join(f"{k}: {v[1]:.3f} ({v[0]})" for k, v in out.items() if k != "all"))  # fmt: skip
+    return out
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config-file", required=True)
     p.add_argument("--weights", required=True, help='"": random initialisation')
-    p.add_argument("--num-images", type=int, default=3)
+    p.add_argument("--num-images", type=int, default=3, help="0: time no image")
+    p.add_argument("--gt-incoherence", type=int, default=0, metavar="N")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
     cfg = build_config(args.config_file, ["MODEL.WEIGHTS", args.weights] + list(args.opts))
@@ -51,12 +108,16 @@ def main(argv=None):
             rows.append((seconds, len(out[0]["instances"]), refined, per_inst))
             print(f"image {i}: {seconds:.1f} s, {rows[-1][1]} detections, {refined} refined, "
                   f"nodes per refined instance by level {[round(n) for n in per_inst]}")  # fmt: skip
-    levels = [statistics.mean(r[3][k] for r in rows) for k in range(refiner.depth)]
-    print(
-        f"{name}, {len(rows)} images: {statistics.mean(r[0] for r in rows):.1f} s/image, "
-        f"{statistics.mean(r[2] for r in rows):.1f} instances refined per image, nodes per "
-        f"refined instance by level {[round(n) for n in levels]} (sum {round(sum(levels))})"
-    )
+    if rows:
+        levels = [statistics.mean(r[3][k] for r in rows) for k in range(refiner.depth)]
+        print(
+            f"{name}, {len(rows)} images: {statistics.mean(r[0] for r in rows):.1f} s/image, "
+            f"{statistics.mean(r[2] for r in rows):.1f} instances refined per image, nodes per "
+            f"refined instance by level {[round(n) for n in levels]} (sum {round(sum(levels))})"
+        )
+    if args.gt_incoherence:
+        coarse = 2 * cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION  # level 0: the coarse mask
+        print_gt_incoherence(cfg, name, args.gt_incoherence, coarse)
     return rows
 
 
