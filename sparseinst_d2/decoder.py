@@ -93,6 +93,15 @@ class InstanceBranch(nn.Module):
         if self.fc is not None:
             c2_xavier_fill(self.fc)
 
+    def normalize(self, iam: torch.Tensor) -> torch.Tensor:
+        """Activation-map logits (B, N*G, H, W) -> the pooling weights ``A_bar`` (B, N*G, HW),
+        each row summing to 1: ``sigmoid(A) / sum(sigmoid(A))``, or ``softmax(A + b)``."""
+        a = iam.flatten(2)
+        if self.softmax_bias is not None:
+            return F.softmax(a + self.softmax_bias, dim=-1)
+        a = a.sigmoid()
+        return a / a.sum(dim=-1, keepdim=True).clamp(min=1e-6)
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """
         Args:
@@ -105,18 +114,27 @@ class InstanceBranch(nn.Module):
         x = self.convs(x)
         iam = self.iam_conv(x)
         b, d = x.shape[:2]
-        a = iam.flatten(2)  # (B, N*G, HW)
-        if self.softmax_bias is not None:
-            a = F.softmax(a + self.softmax_bias, dim=-1)
-        else:
-            a = a.sigmoid()
-            a = a / a.sum(dim=-1, keepdim=True).clamp(min=1e-6)
-        z = torch.bmm(a, x.flatten(2).transpose(1, 2))  # (B, N*G, D)
+        z = torch.bmm(self.normalize(iam), x.flatten(2).transpose(1, 2))  # (B, N*G, D)
         if self.fc is not None:
             # channel g*N + n of F_iam is group g of instance n
             z = z.reshape(b, self.groups, self.num_masks, d).transpose(1, 2)
             z = F.relu(self.fc(z.reshape(b, self.num_masks, self.groups * d)))
         return self.cls_score(z), self.mask_kernel(z), self.objectness(z), iam
+
+
+def share_on_objects(weights: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
+    """How much of each query's pooling weight lies on its object.
+
+    Args:
+        weights: (G, M, h, w) normalised activation maps (each map sums to 1) of M queries.
+        objects: (M, H, W) their objects' masks in [0, 1], at any resolution that is a
+            multiple of (h, w): each is averaged over the cells of the maps.
+
+    Returns:
+        (M,) the weight on the object, averaged over the G maps of a query.
+    """
+    cells = F.interpolate(objects[:, None].float(), size=weights.shape[-2:], mode="area")[:, 0]
+    return (weights * cells[None]).flatten(2).sum(-1).mean(0)
 
 
 class MaskBranch(nn.Module):

@@ -123,9 +123,13 @@ def test_end_to_end_train_and_eval(tiny_shapes, repo_root, tmp_path):
     spec.loader.exec_module(tool)
     weights = str(tmp_path / "model_final.pth")
     argv = ["--config-file", f"{repo_root}/{CONFIG}", "--weights", weights, "--num-images", "2"]
-    stats = tool.main(argv + list(TINY_OPTS))
+    stats = tool.main(argv + ["--probe", "2"] + list(TINY_OPTS))
     num_objects = sum(len(d["annotations"]) for d in DatasetCatalog.get("shapes_tiny_val")[:2])
     assert len(stats["dice"]) == len(stats["top1"]) == num_objects > 0
+    probe = stats.pop("probe")
+    assert set(probe) == {"backbone res3", "backbone res5", "encoder", "instance branch"}
+    assert all(0 <= v <= 1 for v in probe.values())
     assert all(0 <= v <= 1 for k in stats for v in stats[k])
     assert set(stats["top1"]) <= {0.0, 1.0}
     assert len(stats["unmatched_p"]) == 2 * 100 - num_objects  # N = 100 queries per image
+    assert len(stats["iam_on_object"]) == len(stats["object_area"]) == num_objects

@@ -1,6 +1,6 @@
 """Training, evaluation, checkpoints and command-line setup shared by every method."""
 
-from .checkpoint import CheckpointMismatchError, InstSegCheckpointer
+from .checkpoint import CheckpointMismatchError, InstSegCheckpointer, load_resnet_state
 from .evaluation import BoxesFromMasks, build_coco_evaluator
 from .num_classes import ClassCountError, dataset_classes, sync_num_classes
 from .optimizer import build_optimizer
@@ -21,6 +21,7 @@ __all__ = [
     "dataset_classes",
     "default_argument_parser",
     "load_model",
+    "load_resnet_state",
     "setup",
     "sync_num_classes",
 ]
