@@ -15,7 +15,7 @@ but whose class accuracy is near chance, and whose matched and unmatched queries
 scores, cannot rank its detections: COCO AP stays low however good the masks are.
 
 It also prints where the matched queries' instance activation maps look: the share of a map's
-pooling weight (``A_bar``, sigmoid / sum) that falls on the query's object, averaged over the G
+pooling weight (``A_bar``: sigmoid / sum, or softmax) that falls on the query's object, averaged over the G
 maps of the query, and over the objects; next to it the share a uniform map would give (the
 object's area fraction). The instance features are ``A_bar``-weighted means of the features, so a
 share near the area fraction means they describe the whole image rather than the object.
