@@ -39,10 +39,7 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from detectron2.data import build_detection_test_loader
-from detectron2.data import transforms as T
-
-from instseg_d2.data import InstanceDatasetMapper
+from instseg_d2.data import annotated_test_batches
 from instseg_d2.engine import build_config, load_model, load_resnet_state
 from instseg_d2.layers import dice_coefficient
 from sparseinst_d2.decoder import coordinate_channels, share_on_objects
@@ -130,22 +127,6 @@ def ridge_top1(x_fit, y_fit, x_test, y_test, num_classes: int, lam: float = 1.0)
     return (design(x_test) @ w).argmax(-1).eq(y_test).float().mean().item()
 
 
-def _first_batches(cfg, name: str, num_images: int) -> list:
-    # the training mapper (it keeps the GT objects) with the test-time resize and no flip
-    mapper = InstanceDatasetMapper(
-        cfg,
-        True,
-        augmentations=[T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)],
-    )
-    loader = build_detection_test_loader(cfg, name, mapper=mapper)
-    batches = []
-    for i, batch in enumerate(loader):
-        if i >= num_images:
-            break
-        batches.append(batch)
-    return batches
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config-file", required=True)
@@ -165,7 +146,7 @@ def main(argv=None):
         model.backbone.load_state_dict(state, strict=True)
         print(f"backbone: the ResNet of {args.backbone_weights}")
     name = cfg.DATASETS.TEST[0]
-    batches = _first_batches(cfg, name, args.num_images)
+    batches = annotated_test_batches(cfg, name, args.num_images)
     with torch.no_grad():
         stats = match_stats(model, batches)
     k = cfg.MODEL.SPARSE_INST.DECODER.NUM_CLASSES
@@ -185,7 +166,7 @@ def main(argv=None):
     if args.probe:
         fit_name = cfg.DATASETS.TRAIN[0]
         with torch.no_grad():
-            x_fit, y_fit = object_features(model, _first_batches(cfg, fit_name, args.probe))
+            x_fit, y_fit = object_features(model, annotated_test_batches(cfg, fit_name, args.probe))
             x_test, y_test = object_features(model, batches)
         stats["probe"] = {
             depth: ridge_top1(x_fit[depth], y_fit, x_test[depth], y_test, k) for depth in x_fit

@@ -18,7 +18,7 @@ import argparse
 
 import torch
 
-from instseg_d2.engine import load_resnet_state
+from instseg_d2.engine import CheckpointMismatchError, load_resnet_state
 
 
 def main(argv=None):
@@ -27,7 +27,10 @@ def main(argv=None):
     p.add_argument("output")
     p.add_argument("--target-prefix", default="backbone.")
     args = p.parse_args(argv)
-    state, prefix = load_resnet_state(args.source)
+    try:
+        state, prefix = load_resnet_state(args.source)
+    except CheckpointMismatchError as e:
+        raise SystemExit(str(e)) from e
     out = {args.target_prefix + k: v for k, v in state.items()}
     torch.save(
         {"model": out, "__author__": f"transfer_backbone.py from {args.source}"}, args.output

@@ -23,10 +23,9 @@ import time
 
 import torch
 from detectron2.data import build_detection_test_loader
-from detectron2.data import transforms as T
 from detectron2.structures import Instances
 
-from instseg_d2.data import InstanceDatasetMapper
+from instseg_d2.data import InstanceDatasetMapper, annotated_test_batches
 from instseg_d2.engine import build_config, load_model
 from transfiner_d2.targets import MaskTargets
 
@@ -54,13 +53,8 @@ def gt_incoherent_share(targets, size: int, downsample: int, eps: float, thresh:
 
 def print_gt_incoherence(cfg, name: str, num_images: int, size: int) -> dict:
     """The ground truth's incoherent share at ``size``, overall and per ``SIZE_BINS``."""
-    aug = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)]
-    mapper = InstanceDatasetMapper(cfg, True, augmentations=aug)
-    targets = []
-    for i, batch in enumerate(build_detection_test_loader(cfg, name, mapper=mapper)):
-        if i >= num_images:
-            break
-        targets += [x["instances"] for x in batch if len(x["instances"])]
+    batches = annotated_test_batches(cfg, name, num_images)
+    targets = [x["instances"] for batch in batches for x in batch if len(x["instances"])]
     tc = cfg.MODEL.TRANSFINER
     shares, sides = gt_incoherent_share(
         targets, size, tc.INCOHERENT_GT_DOWNSAMPLE, tc.INCOHERENT_GT_EPS, tc.INCOHERENT_ROI_THRESH

@@ -8,7 +8,7 @@ from .coco import (
     validate_coco_dict,
 )
 from .crop import RandomCropWithInstance
-from .mapper import InstanceDatasetMapper
+from .mapper import InstanceDatasetMapper, annotated_test_batches
 from .shapes import SHAPES_CLASSES, SHAPES_SPLITS, ensure_shapes, register_shapes
 
 register_shapes()
@@ -19,6 +19,7 @@ __all__ = [
     "RandomCropWithInstance",
     "SHAPES_CLASSES",
     "SHAPES_SPLITS",
+    "annotated_test_batches",
     "ensure_shapes",
     "parse_dataset_arg",
     "read_coco_json",

@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.data import DatasetMapper
+from detectron2.data import DatasetMapper, build_detection_test_loader
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
@@ -101,6 +101,21 @@ class InstanceDatasetMapper(DatasetMapper):
         if self.recompute_boxes and instances.has("gt_masks"):
             instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
         dataset_dict["instances"] = utils.filter_empty_instances(instances)
+
+
+def annotated_test_batches(cfg, dataset_name: str, num_images: int) -> list:
+    """The first ``num_images`` images of ``dataset_name`` as one-image batches (lists of one
+    mapped dict) that keep their ground truth (``instances``): the training mapper with the
+    test-time resize (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``) and no flip. For tools that
+    measure a model, or the data, against the ground truth."""
+    aug = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)]
+    mapper = InstanceDatasetMapper(cfg, True, augmentations=aug)
+    batches = []
+    for batch in build_detection_test_loader(cfg, dataset_name, mapper=mapper):
+        if len(batches) >= num_images:
+            break
+        batches.append(batch)
+    return batches
 
 
 def _without_mask(anno: dict) -> dict:

@@ -4,48 +4,12 @@ import logging
 import os
 from typing import Optional
 
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 logger = logging.getLogger(__name__)
 
 META_KEY = "instseg_meta"
-
-
-RESNET_PARTS = ("stem.", "res2.", "res3.", "res4.", "res5.")
-
-
-def resnet_state(state: dict) -> tuple:
-    """The ResNet entries of a model's state dict, their prefix removed, and that prefix:
-    those under ``backbone.bottom_up.`` (an FPN model), else under ``backbone.`` (a plain
-    ResNet backbone). ``({}, None)`` if there are none."""
-    for prefix in ("backbone.bottom_up.", "backbone."):
-        out = {
-            k[len(prefix) :]: v
-            for k, v in state.items()
-            if k.startswith(prefix) and k[len(prefix) :].startswith(RESNET_PARTS)
-        }
-        if out:
-            return out, prefix
-    return {}, None
-
-
-def load_resnet_state(path: str) -> tuple:
-    """:func:`resnet_state` of the model in the checkpoint file ``path``; a SystemExit that
-    names the file if it cannot be read or holds no ResNet."""
-    import torch
-
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 -- any unreadable file gets the same message
-        raise SystemExit(f"{path}: not a readable checkpoint ({e})")
-    model = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
-    state, prefix = resnet_state(model) if isinstance(model, dict) else ({}, None)
-    if not state:
-        raise SystemExit(
-            f"{path}: no ResNet weights (no '{{backbone.bottom_up.,backbone.}}"
-            f"{{stem,res2..res5}}.*' keys)"
-        )
-    return state, prefix
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -140,6 +104,41 @@ class InstSegCheckpointer(DetectionCheckpointer):
             if self.strict:
                 raise CheckpointMismatchError(msg)
             logger.warning(msg)
+
+
+RESNET_PARTS = ("stem.", "res2.", "res3.", "res4.", "res5.")
+
+
+def resnet_state(state: dict) -> tuple:
+    """The ResNet entries of a model's state dict, their prefix removed, and that prefix:
+    those under ``backbone.bottom_up.`` (an FPN model), else under ``backbone.`` (a plain
+    ResNet backbone). ``({}, None)`` if there are none."""
+    for prefix in ("backbone.bottom_up.", "backbone."):
+        out = {
+            k[len(prefix) :]: v
+            for k, v in state.items()
+            if k.startswith(prefix) and k[len(prefix) :].startswith(RESNET_PARTS)
+        }
+        if out:
+            return out, prefix
+    return {}, None
+
+
+def load_resnet_state(path: str) -> tuple:
+    """:func:`resnet_state` of the model in the checkpoint file ``path``; a
+    :class:`CheckpointMismatchError` naming the file if it cannot be read or holds no ResNet."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 -- any unreadable file gets the same message
+        raise CheckpointMismatchError(f"{path}: not a readable checkpoint ({e})") from e
+    model = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
+    state, prefix = resnet_state(model) if isinstance(model, dict) else ({}, None)
+    if not state:
+        raise CheckpointMismatchError(
+            f"{path}: no ResNet weights (no '{{backbone.bottom_up.,backbone.}}"
+            f"{{stem,res2..res5}}.*' keys)"
+        )
+    return state, prefix
 
 
 def _short(v):
