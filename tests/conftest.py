@@ -1,5 +1,6 @@
-"""Shared fixtures: a per-session shapes cache and the tiny shapes splits."""
+"""Shared fixtures: a per-session shapes cache, the tiny shapes splits, the tools."""
 
+import importlib.util
 import os
 
 import pytest
@@ -28,3 +29,18 @@ def tiny_shapes(tmp_path_factory):
 @pytest.fixture(scope="session")
 def repo_root():
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def load_tool(repo_root):
+    """``load_tool(name)``: ``tools/<name>.py`` imported as a module (the tools are scripts,
+    not a package)."""
+
+    def load(name: str):
+        path = os.path.join(repo_root, "tools", f"{name}.py")
+        spec = importlib.util.spec_from_file_location(f"tools_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -1,7 +1,6 @@
 """tools/benchmark.py on a tiny trained Mask R-CNN: every column, the files, the machine."""
 
 import csv
-import importlib.util
 import json
 import os
 
@@ -16,16 +15,7 @@ from instseg_d2.testing import TINY_OPTS, train_and_evaluate
 MASK_RCNN = "configs/MaskRCNN/shapes_R_18_FPN.yaml"
 
 
-def _load_tool(repo_root, name="benchmark"):
-    spec = importlib.util.spec_from_file_location(
-        f"{name}_tool", os.path.join(repo_root, "tools", f"{name}.py")
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_benchmark_tool(tiny_shapes, tmp_path, repo_root):
+def test_benchmark_tool(tiny_shapes, tmp_path, repo_root, load_tool):
     train_and_evaluate(os.path.join(repo_root, MASK_RCNN), str(tmp_path / "run"))
     weights = str(tmp_path / "run" / "model_final.pth")
     register = []
@@ -33,7 +23,7 @@ def test_benchmark_tool(tiny_shapes, tmp_path, repo_root):
         meta = MetadataCatalog.get(name)
         register += ["--register", f"{name}={meta.json_file}:{meta.image_root}"]
     out = tmp_path / "bench"
-    tool = _load_tool(repo_root)
+    tool = load_tool("benchmark")
     rows = tool.main(
         ["--config-file", os.path.join(repo_root, MASK_RCNN), "--weights", weights,
          "--config-file", os.path.join(repo_root, MASK_RCNN), "--weights", "-",
@@ -92,8 +82,8 @@ def test_stage_op_counts():
     assert not counts
 
 
-def test_compare_shapes_trains_resumably_then_tables(tiny_shapes, tmp_path, repo_root):
-    tool = _load_tool(repo_root, "compare_shapes")
+def test_compare_shapes_trains_resumably_then_tables(tiny_shapes, tmp_path, repo_root, load_tool):
+    tool = load_tool("compare_shapes")
     assert tool.default_configs()[0] == MASK_RCNN  # the baseline heads the table
     datasets = []
     for name in tiny_shapes:
@@ -116,8 +106,8 @@ def test_compare_shapes_trains_resumably_then_tables(tiny_shapes, tmp_path, repo
     assert len(json.loads((root / "training.json").read_text())[run]) == 1
 
 
-def test_side_by_side_sweeps_keep_each_others_records(tmp_path, repo_root):
-    tool = _load_tool(repo_root, "compare_shapes")
+def test_side_by_side_sweeps_keep_each_others_records(tmp_path, load_tool):
+    tool = load_tool("compare_shapes")
     path = str(tmp_path / "root" / "training.json")
     tool.add_record(path, "A", {"s_per_iter": 1.0})  # sweep 1
     tool.add_record(path, "B", {"s_per_iter": 2.0})  # sweep 2, started before A was recorded
@@ -129,9 +119,9 @@ def test_side_by_side_sweeps_keep_each_others_records(tmp_path, repo_root):
     assert os.listdir(tmp_path / "root") == ["training.json"]  # no temporary file left
 
 
-def test_dataset_only_feeds_images_to_a_latency_run(tiny_shapes, tmp_path, repo_root):
+def test_dataset_only_feeds_images_to_a_latency_run(tiny_shapes, tmp_path, repo_root, load_tool):
     """A COCO config timed on shapes images keeps its 80 classes (no class-count clash)."""
-    tool = _load_tool(repo_root)
+    tool = load_tool("benchmark")
     meta = MetadataCatalog.get("shapes_tiny_val")
     (row,) = tool.main(
         ["--register", f"shapes_tiny_val={meta.json_file}:{meta.image_root}",

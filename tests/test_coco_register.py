@@ -150,14 +150,8 @@ def test_duplicate_name_and_dataset_arg(foreign):
             parse_dataset_arg(bad)
 
 
-def test_coco_subset_tool(foreign, tmp_path, repo_root):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "coco_subset", f"{repo_root}/tools/coco_subset.py"
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+def test_coco_subset_tool(foreign, tmp_path, load_tool):
+    tool = load_tool("coco_subset")
     json_file = foreign[0]
     with open(json_file) as f:
         coco = json.load(f)

@@ -1,7 +1,6 @@
 """DVIS model: verification head, inference format, training steps, end-to-end on tiny shapes."""
 
 import copy
-import importlib.util
 import math
 
 import pytest
@@ -129,10 +128,12 @@ def test_bad_config_names_the_key(tiny_shapes, tmp_path, repo_root):
         _model_and_data(repo_root, tmp_path, ["MODEL.DVIS.MEANSHIFT.MIN_AREA", "(3,)"])
 
 
-def test_end_to_end_train_and_eval_and_candidate_count(tiny_shapes, tmp_path, repo_root, capsys):
+def test_end_to_end_train_and_eval_and_candidate_count(
+    tiny_shapes, tmp_path, repo_root, capsys, load_tool
+):
     res = train_and_evaluate(f"{repo_root}/{CONFIG}", str(tmp_path))
     assert "segm" in res and "bbox" in res
-    tool = _tool(repo_root, "dvis_candidates")
+    tool = load_tool("dvis_candidates")
     weights = str(tmp_path / "model_final.pth")
     tool.main(["--config-file", f"{repo_root}/{CONFIG}", "--weights", weights, "--num-images", "2"]
               + ["--count-ops", "DATASETS.TEST", "('shapes_tiny_val',)"]
@@ -171,11 +172,3 @@ def test_rectangle_candidates_added_after_the_real_ones():
     assert all(torch.equal(a.masks, b.masks) for a, b in zip(out, again))  # same each call
     areas = out[1].masks.flatten(1).sum(1)
     assert areas.min() >= 9 and areas.max() <= 64 and out[1].values.eq(1).all()
-
-
-def _tool(repo_root, name):
-    """Import ``tools/<name>.py`` as a module."""
-    spec = importlib.util.spec_from_file_location(name, f"{repo_root}/tools/{name}.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool

@@ -156,14 +156,8 @@ def test_converter_refuses_another_model():
         convert_adelaidet_state_dict(cond, "SOLOv2")
 
 
-def test_convert_tool_round_trip(tmp_path, repo_root):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "convert", f"{repo_root}/tools/fcos_convert_adelaidet.py"
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+def test_convert_tool_round_trip(tmp_path, load_tool):
+    tool = load_tool("fcos_convert_adelaidet")
     src, dst = tmp_path / "ref.pth", tmp_path / "out.pth"
     torch.save({"model": _state(fcos_head(), "module.")}, src)
     tool.main([str(src), str(dst), "--meta-arch", "OneStageDetector"])

@@ -1,6 +1,5 @@
 """SOLO / Decoupled SOLO / SOLOv2: assignment, Matrix NMS, heads, losses, loader, end to end."""
 
-import importlib.util
 import math
 
 import pytest
@@ -403,18 +402,14 @@ def _adelaidet_solov2_head_spec(num_classes=80, fpn=256, ch=512, convs=4, e=256,
     return spec
 
 
-def test_adelaidet_solov2_checkpoint_loads(tmp_path, repo_root):
+def test_adelaidet_solov2_checkpoint_loads(tmp_path, repo_root, load_tool):
     from detectron2.modeling import build_model
     from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
 
     from instseg_d2.engine import InstSegCheckpointer, build_config
     from solo_d2.convert import NotAdelaiDetSOLOv2Error, convert_adelaidet_solov2
 
-    spec = importlib.util.spec_from_file_location(
-        "solo_convert_adelaidet", f"{repo_root}/tools/solo_convert_adelaidet.py"
-    )
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_tool("solo_convert_adelaidet")
 
     cfg = build_config(f"{repo_root}/configs/SOLO/SOLOv2_R50_3x.yaml",
                        ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])  # fmt: skip

@@ -1,8 +1,6 @@
 """SparseInst end to end: export == eager on shapes images, training lowers the loss, and
 train + eval through the Trainer on the tiny shapes splits."""
 
-import importlib.util
-
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
@@ -108,7 +106,7 @@ def test_training_lowers_loss(tiny_shapes, repo_root, tmp_path):
         assert history[-1][k] < history[0][k], k
 
 
-def test_end_to_end_train_and_eval(tiny_shapes, repo_root, tmp_path):
+def test_end_to_end_train_and_eval(tiny_shapes, repo_root, tmp_path, load_tool):
     res = train_and_evaluate(f"{repo_root}/{CONFIG}", str(tmp_path))
     assert set(res) == {"bbox", "segm"}
     assert 0.0 <= res["segm"]["AP"] <= 100.0
@@ -116,11 +114,7 @@ def test_end_to_end_train_and_eval(tiny_shapes, repo_root, tmp_path):
     assert len(losses) >= 1 and all(v == v and v < 1e4 for v in losses)  # finite
 
     # the matched-query statistics of the trained model: one entry per GT object of the images
-    spec = importlib.util.spec_from_file_location(
-        "match_stats", f"{repo_root}/tools/sparseinst_match_stats.py"
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("sparseinst_match_stats")
     weights = str(tmp_path / "model_final.pth")
     argv = ["--config-file", f"{repo_root}/{CONFIG}", "--weights", weights, "--num-images", "2"]
     stats = tool.main(argv + ["--probe", "2"] + list(TINY_OPTS))

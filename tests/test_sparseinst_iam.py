@@ -3,8 +3,6 @@ Sec. 3.3: the IAMs have no supervision of their own; they are trained through th
 losses), on the toy task of ``tools/sparseinst_iam_toy.py``: the input features carry each
 object's class inside the object only, so classes can be learnt only by pooling locally."""
 
-import importlib.util
-
 import pytest
 import torch
 
@@ -12,13 +10,8 @@ from sparseinst_d2.decoder import share_on_objects
 
 
 @pytest.fixture(scope="module")
-def toy(repo_root):
-    spec = importlib.util.spec_from_file_location(
-        "iam_toy", f"{repo_root}/tools/sparseinst_iam_toy.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def toy(load_tool):
+    return load_tool("sparseinst_iam_toy")
 
 
 def test_toy_batch(toy):

@@ -1,6 +1,5 @@
 """instseg_d2.benchmark.step_cost and tools/step_cost.py on the tiny shapes splits (1-2 images)."""
 
-import importlib.util
 import os
 
 import numpy as np
@@ -73,8 +72,8 @@ def test_flops_positive_and_grow_with_batch(tiny_shapes, tmp_path, repo_root):
     assert 0 < f1 < f2
 
 
-def test_tool_dvis_extra_candidates_and_ratio(tiny_shapes, tmp_path, repo_root, capsys):
-    tool = _load_tool(repo_root)
+def test_tool_dvis_extra_candidates_and_ratio(tiny_shapes, tmp_path, repo_root, capsys, load_tool):
+    tool = load_tool("step_cost")
     common = ["--batch", "1", "--steps", "1", "--warmup", "0", "--opts"] + _tiny_opts(tmp_path)
     configs = ["--config-file", f"{repo_root}/{MASK_RCNN}", "--config-file", f"{repo_root}/{DVIS}"]
     rows = tool.main(configs + ["--extra-candidates", "7"] + common)
@@ -94,10 +93,3 @@ def _tiny_opts(tmp_path):
     from instseg_d2.testing import TINY_OPTS
 
     return list(TINY_OPTS) + SMALL + ["OUTPUT_DIR", str(tmp_path)]
-
-
-def _load_tool(repo_root):
-    spec = importlib.util.spec_from_file_location("step_cost", f"{repo_root}/tools/step_cost.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool

@@ -1,20 +1,11 @@
 """The diagnostic tools' own logic."""
 
-import importlib.util
-
 import pytest
 import torch
 
 
-def _tool(repo_root, name):
-    spec = importlib.util.spec_from_file_location(name, f"{repo_root}/tools/{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_transfer_backbone(repo_root, tmp_path):
-    tool = _tool(repo_root, "transfer_backbone")
+def test_transfer_backbone(tmp_path, load_tool):
+    tool = load_tool("transfer_backbone")
     src = {
         "backbone.bottom_up.stem.conv1.weight": torch.ones(2),
         "backbone.bottom_up.res5.0.conv1.norm.running_mean": torch.zeros(3),
@@ -42,8 +33,8 @@ def test_transfer_backbone(repo_root, tmp_path):
         tool.main([str(tmp_path / "junk.pth"), str(tmp_path / "o4.pth")])
 
 
-def test_ridge_probe(repo_root):
-    ridge_top1 = _tool(repo_root, "sparseinst_match_stats").ridge_top1
+def test_ridge_probe(load_tool):
+    ridge_top1 = load_tool("sparseinst_match_stats").ridge_top1
     gen = torch.Generator().manual_seed(0)
     y = torch.arange(60) % 3
     x = torch.randn(60, 4, generator=gen) * 0.1

@@ -1,6 +1,5 @@
 """Mask Transfiner: targets, quadtree, losses, node features, refinement, end to end."""
 
-import importlib.util
 import math
 import os
 
@@ -366,7 +365,7 @@ def test_bad_config_names_the_key(tiny_shapes, repo_root):
         build_model(build_tiny_cfg(cfg_file, "/tmp/unused", bad))
 
 
-def test_end_to_end_train_and_eval(tiny_shapes, tmp_path, repo_root):
+def test_end_to_end_train_and_eval(tiny_shapes, tmp_path, repo_root, load_tool):
     # every detection kept (score threshold 0) so that the refinement runs at evaluation
     opts = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "8",
             "MODEL.TRANSFINER.TEST_MAX_INSTANCES", "2"]  # fmt: skip
@@ -384,11 +383,7 @@ def test_end_to_end_train_and_eval(tiny_shapes, tmp_path, repo_root):
     assert preds and all("segmentation" in p for p in preds)
 
     # the node counts of the trained model: every level-0 cell of a refined instance is a node
-    spec = importlib.util.spec_from_file_location(
-        "tf_nodes", f"{repo_root}/tools/transfiner_nodes.py"
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("transfiner_nodes")
     argv = ["--config-file", os.path.join(repo_root, SHAPES_CFG), "--weights"]
     rows = tool.main(argv + [str(out / "model_final.pth"), "--num-images", "1"] + TINY_OPTS + opts)
     seconds, detections, refined, per_instance = rows[0]
@@ -396,14 +391,10 @@ def test_end_to_end_train_and_eval(tiny_shapes, tmp_path, repo_root):
     assert per_instance[0] == 28 * 28 and 0 <= per_instance[2] <= 112 * 112
 
 
-def test_gt_incoherent_share_by_object_size(repo_root):
+def test_gt_incoherent_share_by_object_size(load_tool):
     """The incoherent share of the 28x28 ground truth: a band along the edges, so nearly all
     of a small object's grid and a thin ring of a large one's."""
-    spec = importlib.util.spec_from_file_location(
-        "tf_nodes", f"{repo_root}/tools/transfiner_nodes.py"
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("transfiner_nodes")
     m = torch.zeros(2, 128, 128, dtype=torch.bool)
     m[0, 10:18, 10:18] = True  # 8 px
     m[1, 40:104, 40:104] = True  # 64 px
