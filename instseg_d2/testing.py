@@ -6,7 +6,7 @@ seconds; ``train_and_evaluate`` runs train_net's path in-process and returns COC
 """
 
 import os
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from .data.coco import register_coco_instances_checked
 from .data.shapes import ShapesSpec, generate_shapes
@@ -77,3 +77,57 @@ def loss_history(output_dir: str, key: str = "total_loss") -> List[float]:
             if key in rec:
                 vals.append(rec[key])
     return vals
+
+
+# ----------------------------------------------------------------------------------------
+# Parity with the reference implementations
+# ----------------------------------------------------------------------------------------
+def parity_tensor(name: str, shape: Sequence[int]) -> "torch.Tensor":
+    """The deterministic value of parameter ``name`` (the project's name) of ``shape``.
+
+    Both the parity fixture generators (``tools/parity/``, on the reference's model, through the
+    reference -> project key map) and the parity tests (on the project's model) set every
+    parameter with this rule, so that the two models hold the same weights without storing them.
+    The values are a function of the name and shape only (seeded by the name's CRC-32, drawn in
+    float64): weights ~ N(0, 1 / fan_in) so activations stay bounded through deep stacks; norm
+    scales ~ 1 + N(0, 0.1); running variances ~ 1 + |N(0, 0.1)|; other 1-D tensors (biases,
+    running means) ~ N(0, 0.1); integer buffers are zero.
+    """
+    import zlib
+
+    import torch
+
+    g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    x = torch.randn(tuple(shape), generator=g, dtype=torch.float64)
+    leaf = name.rsplit(".", 1)[-1]
+    if len(shape) >= 2:
+        fan_in = 1
+        for s in shape[1:]:
+            fan_in *= int(s)
+        x = x / fan_in**0.5
+    elif leaf == "running_var":
+        x = 1 + 0.1 * x.abs()
+    elif leaf == "weight":  # 1-D weights are norm scales
+        x = 1 + 0.1 * x
+    else:
+        x = 0.1 * x
+    return x.float()
+
+
+def parity_state_dict(model_or_state, overrides: Optional[dict] = None) -> dict:
+    """``{name: parity_tensor(name, shape)}`` for every floating-point entry of a model's state
+    dict (a module or a state dict); integer buffers (e.g. ``num_batches_tracked``) are kept.
+    ``overrides`` maps a name to a constant (e.g. a classifier's prior bias) or a tensor."""
+    import torch
+
+    state = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else model_or_state
+    out = {}
+    for k, v in state.items():
+        if not torch.is_floating_point(v):
+            out[k] = v.clone()
+            continue
+        out[k] = parity_tensor(k, v.shape).to(v.dtype)
+        if overrides and k in overrides:
+            o = overrides[k]
+            out[k] = o.to(v.dtype) if torch.is_tensor(o) else torch.full_like(out[k], float(o))
+    return out
