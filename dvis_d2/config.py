@@ -96,6 +96,13 @@ def add_dvis_config(cfg: CN) -> None:
     # Add the ground-truth masks to the training candidates (paper silent; keeps the classifier
     # fed while the label map is still poor, like GT boxes among Mask R-CNN's proposals).
     cfg.MODEL.DVIS.VERIFY.ADD_GT_CANDIDATES = True
+    # ... from this iteration on (0: from the first; the verifier then trains on perfect
+    # candidates while the label map is still noise). A warm-up lets the variational loss shape
+    # the label map before the verification losses reach the shared features in earnest.
+    cfg.MODEL.DVIS.VERIFY.GT_CANDIDATES_START_ITER = 0
+    # Verification reads the P3 features detached: its losses train the verification head only,
+    # not the backbone the label FCN shares (paper silent; False trains both end to end).
+    cfg.MODEL.DVIS.VERIFY.DETACH_FEATURES = False
     # COCO score = w * class confidence + (1 - w) * predicted IoU (paper: "weighted sum").
     cfg.MODEL.DVIS.VERIFY.SCORE_CLS_WEIGHT = 0.5
     cfg.MODEL.DVIS.VERIFY.SCORE_THRESH = 0.05

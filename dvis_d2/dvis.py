@@ -57,6 +57,8 @@ class DVIS(nn.Module):
         iou_high: float = 0.2,
         iou_low: float = 0.1,
         add_gt_candidates: bool = True,
+        gt_candidates_start_iter: int = 0,
+        detach_verifier_features: bool = False,
         score_cls_weight: float = 0.5,
         score_thresh: float = 0.05,
         max_detections: int = 100,
@@ -90,6 +92,8 @@ class DVIS(nn.Module):
         self.huber_theta = huber_theta
         self.iou_high, self.iou_low = iou_high, iou_low
         self.add_gt_candidates = add_gt_candidates
+        self.gt_candidates_start_iter = gt_candidates_start_iter
+        self.detach_verifier_features = detach_verifier_features
         self.score_cls_weight = score_cls_weight
         self.score_thresh = score_thresh
         self.max_detections = max_detections
@@ -140,6 +144,8 @@ class DVIS(nn.Module):
             "iou_high": d.VERIFY.IOU_HIGH,
             "iou_low": d.VERIFY.IOU_LOW,
             "add_gt_candidates": d.VERIFY.ADD_GT_CANDIDATES,
+            "gt_candidates_start_iter": d.VERIFY.GT_CANDIDATES_START_ITER,
+            "detach_verifier_features": d.VERIFY.DETACH_FEATURES,
             "score_cls_weight": d.VERIFY.SCORE_CLS_WEIGHT,
             "score_thresh": d.VERIFY.SCORE_THRESH,
             "max_detections": cfg.TEST.DETECTIONS_PER_IMAGE,
@@ -187,10 +193,9 @@ class DVIS(nn.Module):
         }
 
         candidates = self.discretizer(f.detach(), valid)
-        get_event_storage().put_scalar(
-            "dvis/num_candidates", sum(len(c) for c in candidates) / len(candidates)
-        )
-        if self.add_gt_candidates:
+        storage = get_event_storage()
+        storage.put_scalar("dvis/num_candidates", sum(len(c) for c in candidates) / len(candidates))
+        if self.add_gt_candidates and storage.iter >= self.gt_candidates_start_iter:
             candidates = [
                 Candidates.cat([c, _gt_candidates(m, fi)])
                 for c, m, fi in zip(candidates, t.masks, f.detach())
@@ -203,7 +208,8 @@ class DVIS(nn.Module):
                 for c, m, g in zip(candidates, t.masks, gt)
             ]
         )
-        logits, iou = self.verifier(feature, candidates, images.image_sizes)
+        vfeature = feature.detach() if self.detach_verifier_features else feature
+        logits, iou = self.verifier(vfeature, candidates, images.image_sizes)
         losses["loss_cls"], losses["loss_iou"] = verification_losses(
             logits, iou, torch.cat(cls_t), torch.cat(iou_t), self.huber_theta
         )

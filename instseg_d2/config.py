@@ -22,3 +22,7 @@ def add_instseg_config(cfg: CN) -> None:
     # Metric that decides which evaluation's weights are kept as model_best.pth
     # (with TEST.EVAL_PERIOD > 0). Empty string: keep no best checkpoint.
     cfg.TEST.BEST_CHECKPOINT_METRIC = "segm/AP"
+    # Boundary AP (Cheng et al., CVPR 2021) next to segm AP: COCO AP whose IoU is
+    # min(mask IoU, boundary IoU), boundaries d = DILATION_RATIO x image diagonal wide (0.02).
+    cfg.TEST.BOUNDARY_AP = False
+    cfg.TEST.BOUNDARY_DILATION_RATIO = 0.02

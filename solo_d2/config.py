@@ -77,8 +77,8 @@ def add_solo_config(cfg: CN) -> None:
     s.NMS_SIGMA = 2.0
     # Decayed scores below this are removed after Matrix NMS.
     s.UPDATE_THR = 0.05
-    # Detections kept per image.
-    s.MAX_PER_IMG = 100
+    # Detections kept per image: TEST.DETECTIONS_PER_IMAGE (100), the one cap of every method.
+    cfg.register_renamed_key("MODEL.SOLO.MAX_PER_IMG", "TEST.DETECTIONS_PER_IMAGE")
 
     # ---- losses
     s.LOSS = CN()

@@ -82,7 +82,7 @@ class SOLOPostProcessor:
             "nms_kernel": s.NMS_KERNEL,
             "nms_sigma": s.NMS_SIGMA,
             "update_thr": s.UPDATE_THR,
-            "max_per_img": s.MAX_PER_IMG,
+            "max_per_img": cfg.TEST.DETECTIONS_PER_IMAGE,
         }
 
     def __call__(self, head, outputs: dict, b: int, mask_size: Tuple[int, int]) -> SOLODetections:

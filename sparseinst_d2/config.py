@@ -21,9 +21,9 @@ def add_sparseinst_config(cfg: CN) -> None:
     si.CLS_THRESHOLD = 0.005
     # Mask binarisation threshold, also used by the maskness rescoring (reference 0.45).
     si.MASK_THRESHOLD = 0.45
-    # At most this many detections per image, the highest scores (reference: key unused; with
-    # 100 queries this changes nothing).
-    si.MAX_DETECTIONS = 100
+    # At most TEST.DETECTIONS_PER_IMAGE (100) detections per image, the highest scores
+    # (reference: no cap; with 100 queries this changes nothing).
+    cfg.register_renamed_key("MODEL.SPARSE_INST.MAX_DETECTIONS", "TEST.DETECTIONS_PER_IMAGE")
 
     # ---- instance context encoder (paper Sec. 3.2) ----
     si.ENCODER = CN()

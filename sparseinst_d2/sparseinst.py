@@ -78,7 +78,7 @@ class SparseInst(nn.Module):
             "size_divisibility": si.SIZE_DIVISIBILITY,
             "cls_threshold": si.CLS_THRESHOLD,
             "mask_threshold": si.MASK_THRESHOLD,
-            "max_detections": si.MAX_DETECTIONS,
+            "max_detections": cfg.TEST.DETECTIONS_PER_IMAGE,
         }
 
     @property

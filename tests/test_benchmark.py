@@ -82,6 +82,37 @@ def test_stage_op_counts():
     assert not counts
 
 
+def test_stages_recorded_only_when_asked():
+    with stage("a"):
+        pass  # no recording: nothing happens
+    with record_stages() as st:
+        with stage("a"):
+            sum(range(1000))
+        with stage("a"):
+            pass
+    assert set(st) == {"a"} and st["a"] > 0
+    table = markdown_table([{"name": "m", "e2e_ms": 2.0, "stages_ms": {"discretize": 1.0}}])
+    assert "discretize ms" in table.splitlines()[0] and "| m |" in table
+
+
+def test_stage_op_counts():
+    a, b = torch.randn(3, 4), torch.randn(4, 5)
+    with count_stage_ops() as counts:
+        x = a @ b  # 2 * 3 * 4 * 5 multiply-adds
+        with stage("s"):
+            y = x.exp()  # 15 elements
+            (y > 0).nonzero()  # integer / boolean outputs count nothing
+            with stage("t"):
+                y.sum()  # 1 element, in the innermost stage
+    assert dict(counts) == {OUTSIDE: 120.0, "s": 15.0, "t": 1.0}
+    with count_stage_ops() as counts:
+        pass
+    assert not counts
+    with stage("s"):  # nothing is counted outside the context
+        a.exp()
+    assert not counts
+
+
 def test_compare_shapes_trains_resumably_then_tables(tiny_shapes, tmp_path, repo_root, load_tool):
     tool = load_tool("compare_shapes")
     assert tool.default_configs()[0] == MASK_RCNN  # the baseline heads the table
@@ -104,19 +135,6 @@ def test_compare_shapes_trains_resumably_then_tables(tiny_shapes, tmp_path, repo
     # a second sweep finds the model trained and does not train it again
     assert tool.main(argv[: -len(TINY_OPTS) - 1] + ["--train-only"]) == 0
     assert len(json.loads((root / "training.json").read_text())[run]) == 1
-
-
-def test_side_by_side_sweeps_keep_each_others_records(tmp_path, load_tool):
-    tool = load_tool("compare_shapes")
-    path = str(tmp_path / "root" / "training.json")
-    tool.add_record(path, "A", {"s_per_iter": 1.0})  # sweep 1
-    tool.add_record(path, "B", {"s_per_iter": 2.0})  # sweep 2, started before A was recorded
-    tool.add_record(path, "A", {"s_per_iter": 3.0})  # A resumed
-    assert json.loads(open(path).read()) == {
-        "A": [{"s_per_iter": 1.0}, {"s_per_iter": 3.0}],
-        "B": [{"s_per_iter": 2.0}],
-    }
-    assert os.listdir(tmp_path / "root") == ["training.json"]  # no temporary file left
 
 
 def test_dataset_only_feeds_images_to_a_latency_run(tiny_shapes, tmp_path, repo_root, load_tool):

@@ -172,3 +172,35 @@ def test_rectangle_candidates_added_after_the_real_ones():
     assert all(torch.equal(a.masks, b.masks) for a, b in zip(out, again))  # same each call
     areas = out[1].masks.flatten(1).sum(1)
     assert areas.min() >= 9 and areas.max() <= 64 and out[1].values.eq(1).all()
+
+
+def test_detached_verifier_features_keep_its_losses_out_of_the_backbone(
+    tiny_shapes, repo_root, tmp_path
+):
+    def backbone_grad(opts):
+        _, model, data = _model_and_data(repo_root, tmp_path, opts)
+        model.train()
+        with EventStorage(0):
+            losses = model(data)
+        (losses["loss_cls"] + losses["loss_iou"]).backward()
+        grads = [p.grad for p in model.backbone.parameters() if p.requires_grad]
+        return sum(float(g.abs().sum()) for g in grads if g is not None)
+
+    assert backbone_grad([]) > 0
+    assert backbone_grad(["MODEL.DVIS.VERIFY.DETACH_FEATURES", "True"]) == 0
+
+
+def test_gt_candidates_join_the_verification_after_their_start_iteration(
+    tiny_shapes, repo_root, tmp_path
+):
+    opts = ["MODEL.DVIS.VERIFY.GT_CANDIDATES_START_ITER", "5"]
+    _, model, data = _model_and_data(repo_root, tmp_path, opts)
+    model.train()
+    seen = []
+    model.verifier.register_forward_hook(lambda m, args, out: seen.append(out[0].shape[0]))
+    num_gt = sum(int(x["instances"].gt_masks.tensor.flatten(1).any(1).sum()) for x in data)
+    for it in (4, 5):
+        with EventStorage(it):
+            model(data)
+    # untrained label map: (almost) no candidates of its own, so the GT masks are the difference
+    assert seen[1] - seen[0] == num_gt

@@ -17,12 +17,11 @@ Definitions: instseg_d2/benchmark/runner.py.
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 
 from instseg_d2.benchmark.machine import describe_machine, machine_line
 from instseg_d2.benchmark.report import markdown_table, write_csv, write_plot
+from instseg_d2.benchmark.runner import run_worker
 
 
 def parse_args(argv=None):
@@ -46,21 +45,6 @@ def parse_args(argv=None):
     p.add_argument("--output-dir", default="benchmark_out")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE for all")
     return p.parse_args(argv)
-
-
-def _run_worker(spec: dict) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
-        with open(spec_path, "w") as f:
-            json.dump(spec, f)
-        cmd = [sys.executable, "-m", "instseg_d2.benchmark.runner", spec_path, out_path]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if proc.returncode != 0:
-            tail = proc.stdout.strip().splitlines()[-1:] or ["(no output)"]
-            print(proc.stdout[-3000:], file=sys.stderr)
-            return {"error": f"exit {proc.returncode}: {tail[0][:200]}"}
-        with open(out_path) as f:
-            return json.load(f)
 
 
 def main(argv=None):
@@ -89,10 +73,10 @@ def main(argv=None):
             "output_dir": os.path.join(args.output_dir, "runs", name.replace("/", "_")),
         }  # fmt: skip
         row = {"name": name, "config": cfg_file, "weights": w}
-        row.update(_run_worker(spec))
+        row.update(run_worker(spec))
         if args.train_memory and "error" not in row:
             spec.update(mode="train_memory", train_batch=args.train_batch)
-            row.update(_run_worker(spec))
+            row.update(run_worker(spec))
         rows.append(row)
 
     os.makedirs(args.output_dir, exist_ok=True)

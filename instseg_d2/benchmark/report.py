@@ -10,6 +10,7 @@ COLUMNS = [
     ("GFLOPs", "gflops"),
     ("model ms", "model_ms"),
     ("e2e ms", "e2e_ms"),
+    ("CPU ms", "cpu_ms"),
     ("peak mem (MB)", "peak_mem_MB"),
     ("train peak mem (MB)", "train_peak_mem_MB"),
     ("segm AP", "segm.AP"),
@@ -19,6 +20,7 @@ COLUMNS = [
     ("APm", "segm.APm"),
     ("APl", "segm.APl"),
     ("box AP", "bbox.AP"),
+    ("boundary AP", "boundary.AP"),
 ]
 
 

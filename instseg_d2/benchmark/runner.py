@@ -46,12 +46,13 @@ def _sync(device: str):
 
 
 def _time(fn, n_warmup: int, n_iter: int, device: str, stages: Optional[Dict] = None):
+    """Median wall time and median CPU time (this process, all its threads) of ``fn(i)``."""
     for i in range(n_warmup):
         fn(i)
-    times = []
+    times, cpu = [], []
     for i in range(n_iter):
         _sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if stages is None:
             fn(i)
         else:
@@ -61,7 +62,8 @@ def _time(fn, n_warmup: int, n_iter: int, device: str, stages: Optional[Dict] = 
                 stages.setdefault(k, []).append(v)
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(times), statistics.median(cpu)
 
 
 def _supports_no_postprocess(model) -> bool:
@@ -166,6 +168,8 @@ def measure(spec: dict) -> dict:
     dataset, num_images, warmup, iters, eval, train_memory)."""
     setup_logger(name="instseg_d2")
     setup_logger(name="detectron2")
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
     device = spec["device"]
     cfg, model = _build(spec)
     res = {"params_M": sum(p.numel() for p in model.parameters()) / 1e6}
@@ -198,10 +202,11 @@ def measure(spec: dict) -> dict:
 
     stages: Dict[str, list] = {}
     with torch.no_grad():
-        res["model_ms"] = 1000 * _time(model_only, warmup, iters, device)
+        res["model_ms"] = 1000 * _time(model_only, warmup, iters, device)[0]
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        res["e2e_ms"] = 1000 * _time(end_to_end, warmup, iters, device, stages)
+        wall, cpu = _time(end_to_end, warmup, iters, device, stages)
+        res["e2e_ms"], res["cpu_ms"] = 1000 * wall, 1000 * cpu
         if device.startswith("cuda"):
             res["peak_mem_MB"] = torch.cuda.max_memory_allocated() / 2**20
         else:
@@ -210,7 +215,7 @@ def measure(spec: dict) -> dict:
     res["gflops"] = count_gflops(model, [pre[0]])
     if _evaluates(spec):
         results = Trainer.test(cfg, model)  # one test dataset: {task: {metric: value}}
-        for task in ("segm", "bbox"):
+        for task in ("segm", "bbox", "boundary"):
             if task in results:
                 res[task] = {k: float(results[task][k]) for k in AP_METRICS if k in results[task]}
     return res
@@ -243,6 +248,28 @@ def measure_train_memory(spec: dict) -> dict:
     if device.startswith("cuda"):
         return {"train_peak_mem_MB": torch.cuda.max_memory_allocated() / 2**20}
     return {"train_peak_mem_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_worker(spec: dict) -> dict:
+    """:func:`measure` (or :func:`measure_train_memory` with ``mode="train_memory"``) of
+    ``spec`` in a fresh process, so that its peak memory is the model's own; ``{"error": ...}``
+    with the last line of its output if it fails."""
+    import os
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
+        with open(spec_path, "w") as f:
+            json.dump(spec, f)
+        cmd = [sys.executable, "-m", "instseg_d2.benchmark.runner", spec_path, out_path]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            tail = proc.stdout.strip().splitlines()[-1:] or ["(no output)"]
+            print(proc.stdout[-3000:], file=sys.stderr)
+            return {"error": f"exit {proc.returncode}: {tail[0][:200]}"}
+        with open(out_path) as f:
+            return json.load(f)
 
 
 def main(argv=None):

@@ -42,12 +42,21 @@ class ShapesSpec:
     min_visible_fraction: float = 0.35  # of a shape's in-image area, after occlusion
     min_visible_pixels: int = 20
     touch_probability: float = 0.3  # place a shape against an earlier one
+    background_contrast: Tuple[float, float] = (0.35, 0.7)  # texture vs flat colour
 
 
 SHAPES_SPLITS = {
     "shapes_train": ShapesSpec(num_images=1000, seed=0),
     "shapes_val": ShapesSpec(num_images=200, seed=1),
 }
+# The comparison protocol's data: fewer and larger shapes than the stress splits above, less
+# occlusion, calmer backgrounds (median object 24 px, 1-5 per image).
+_CMP = dict(min_instances=1, max_instances=5, min_shape_size=20.0, max_shape_size=72.0,
+            min_visible_fraction=0.6, touch_probability=0.15, background_contrast=(0.2, 0.5))  # fmt: skip
+SHAPES_SPLITS.update(
+    shapes_cmp_train=ShapesSpec(num_images=1000, seed=10, **_CMP),
+    shapes_cmp_val=ShapesSpec(num_images=200, seed=11, **_CMP),
+)
 
 
 def cache_root() -> str:
@@ -95,9 +104,12 @@ def _unit_outline(cls: int) -> np.ndarray:
     raise ValueError(name)
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _background(
+    rng: np.random.Generator, size: int, contrast_range: Tuple[float, float] = (0.35, 0.7)
+) -> np.ndarray:
     """(size, size, 3) float background: smooth noise, stripes or checkerboard, blended with a
-    flat colour so that its contrast varies from image to image (35-70 % of full contrast)."""
+    flat colour so that its contrast varies from image to image (``contrast_range`` of full
+    contrast)."""
     kind = rng.integers(3)
     c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
@@ -113,7 +125,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         cell = int(rng.integers(6, 24))
         t = ((xx // cell + yy // cell) % 2)[..., None]
         tex = t * c0 + (1 - t) * c1
-    contrast = rng.uniform(0.35, 0.7)
+    contrast = rng.uniform(*contrast_range)
     flat = rng.uniform(0, 255, 3)
     return contrast * tex + (1 - contrast) * flat
 
@@ -144,7 +156,7 @@ def render_image(rng: np.random.Generator, spec: ShapesSpec):
             bottom to top; the visible mask is the whole one minus the shapes drawn later.
     """
     s = spec.image_size
-    img = _background(rng, s)
+    img = _background(rng, s, spec.background_contrast)
     target = int(rng.integers(spec.min_instances, spec.max_instances + 1))
     full: List[np.ndarray] = []  # in-image area of each shape
     classes: List[int] = []
@@ -308,3 +320,26 @@ def register_shapes() -> None:
             image_root=os.path.join(final, "images"),
             evaluator_type="coco",
         )
+
+
+def render_object_crop(
+    rng: np.random.Generator,
+    size: int = 64,
+    shape_size: Tuple[float, float] = (12.0, 60.0),
+    background_contrast: Tuple[float, float] = (0.35, 0.7),
+) -> Tuple[np.ndarray, int]:
+    """One object-centred sample for backbone pretraining: a single shape of a random class,
+    size (log-uniform in ``shape_size``), aspect, rotation and colour near the centre of a
+    ``size`` x ``size`` background drawn as in the detection images.
+
+    Returns:
+        image: (size, size, 3) uint8 RGB; cls: the class index into SHAPES_CLASSES.
+    """
+    img = _background(rng, size, background_contrast)
+    cls = int(rng.integers(len(SHAPES_CLASSES)))
+    side = float(np.exp(rng.uniform(np.log(shape_size[0]), np.log(shape_size[1]))))
+    center = size / 2 + rng.uniform(-size / 8, size / 8, 2)
+    m = _shape_mask(rng, cls, center, side, size)
+    img[m] = _contrasting_color(rng, img, m) + rng.normal(0, 6, 3)
+    img = img + rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), cls

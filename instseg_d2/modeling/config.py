@@ -54,10 +54,10 @@ def add_fcos_config(cfg: CN) -> None:
     # Regression loss: "giou" (1 - GIoU), "iou" (-log IoU) or "linear_iou" (1 - IoU).
     _C.MODEL.FCOS.LOC_LOSS_TYPE = "giou"
     # Inference: score threshold 0.05, top 1000 candidates per level, class-aware NMS at 0.6,
-    # top 100 per image. THRESH_WITH_CTR multiplies the classification score by centre-ness
+    # top TEST.DETECTIONS_PER_IMAGE (100) per image. THRESH_WITH_CTR multiplies the classification score by centre-ness
     # before the threshold (CondInst, BlendMask) instead of after it (FCOS).
     _C.MODEL.FCOS.INFERENCE_TH_TEST = 0.05
     _C.MODEL.FCOS.PRE_NMS_TOPK_TEST = 1000
     _C.MODEL.FCOS.NMS_TH = 0.6
-    _C.MODEL.FCOS.POST_NMS_TOPK_TEST = 100
+    _C.register_renamed_key("MODEL.FCOS.POST_NMS_TOPK_TEST", "TEST.DETECTIONS_PER_IMAGE")
     _C.MODEL.FCOS.THRESH_WITH_CTR = False

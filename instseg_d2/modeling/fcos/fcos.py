@@ -131,7 +131,7 @@ class FCOS(nn.Module):
             "score_thresh_test": f.INFERENCE_TH_TEST,
             "pre_nms_topk_test": f.PRE_NMS_TOPK_TEST,
             "nms_thresh": f.NMS_TH,
-            "post_nms_topk_test": f.POST_NMS_TOPK_TEST,
+            "post_nms_topk_test": cfg.TEST.DETECTIONS_PER_IMAGE,
             "thresh_with_ctr": f.THRESH_WITH_CTR,
         }
 

@@ -1,0 +1,167 @@
+"""The comparison sweep: train every (config, seed) with ``train_net.py``, keep the AP curves.
+
+Each run is ``train_net.py --resume --config-file C SEED s OUTPUT_DIR <root>/runs/<model>_seed<s>``
+in its own process (``threads`` torch threads), ``jobs`` of them at a time. A run that has its
+``result.json`` is done and never trained again; an interrupted one continues from its last
+checkpoint. ``result.json`` holds the final COCO metrics and the AP-vs-iteration curve that the
+periodic evaluations (``TEST.EVAL_PERIOD``) logged to detectron2's ``metrics.json``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+TASKS = {"segm": "segm", "bbox": "box", "boundary": "boundary"}
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+@dataclass
+class Run:
+    """One training of the sweep."""
+
+    model: str  # display name, e.g. "SOLO/SOLOv2_R_18"
+    config: str
+    seed: int
+    out_dir: str
+    opts: List[str] = field(default_factory=list)
+
+    @property
+    def result_path(self) -> str:
+        return os.path.join(self.out_dir, "result.json")
+
+    def done(self) -> bool:
+        return os.path.isfile(self.result_path)
+
+
+def read_metrics(out_dir: str) -> List[dict]:
+    """The records of detectron2's ``metrics.json`` of a run (one per logged iteration)."""
+    path = os.path.join(out_dir, "metrics.json")
+    if not os.path.isfile(path):
+        return []
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut by a kill: the run resumes past it
+                    continue
+    return rows
+
+
+def eval_curve(rows: List[dict]) -> List[dict]:
+    """``[{"iteration": n, "segm/AP": .., "bbox/AP": .., ...}]`` of the evaluations after ``n``
+    training iterations, one per ``n`` (the last record wins when a resumed run evaluated
+    twice). detectron2 logs a periodic evaluation at iteration ``n - 1`` and the final one, after
+    the last step, at ``n``."""
+    trained = max((r["iteration"] + 1 for r in rows if "total_loss" in r), default=0)
+    by_iter: Dict[int, dict] = {}
+    for r in rows:
+        metrics = {k: v for k, v in r.items() if "/" in k and k.split("/")[0] in TASKS}
+        if metrics:
+            by_iter.setdefault(min(r["iteration"] + 1, trained), {}).update(metrics)
+    return [{"iteration": i, **by_iter[i]} for i in sorted(by_iter)]
+
+
+def run_result(run: Run, seconds: Optional[float] = None) -> dict:
+    """Final metrics, curve and plateau of a finished run (from its ``metrics.json``)."""
+    rows = read_metrics(run.out_dir)
+    curve = eval_curve(rows)
+    res = {"model": run.model, "config": run.config, "seed": run.seed, "curve": curve}
+    trained = [r["iteration"] + 1 for r in rows if "total_loss" in r]
+    res["iterations"] = max(trained) if trained else 0
+    times = [r["time"] for r in rows if "time" in r]
+    res["train_s_per_iter"] = sorted(times)[len(times) // 2] if times else None
+    if seconds is not None:
+        res["wall_s"] = round(seconds, 1)
+    if curve:
+        last = curve[-1]
+        for task, prefix in TASKS.items():
+            for m in METRICS:
+                v = last.get(f"{task}/{m}")
+                if v is not None:
+                    res[f"{prefix}_{m}"] = float(v)
+        key = "segm/AP" if "segm/AP" in last else "bbox/AP"
+        aps = [c[key] for c in curve if key in c]
+        res["plateau_delta"] = abs(aps[-1] - aps[-2]) if len(aps) >= 2 else None
+    return res
+
+
+def train_command(run: Run, repo_root: str, datasets: Sequence[str] = ()) -> List[str]:
+    cmd = [sys.executable, os.path.join(repo_root, "train_net.py"), "--resume"]
+    cmd += ["--config-file", run.config]
+    for d in datasets:
+        cmd += ["--dataset", d]
+    return cmd + ["SEED", str(run.seed), "OUTPUT_DIR", run.out_dir] + list(run.opts)
+
+
+def run_sweep(
+    runs: Sequence[Run],
+    repo_root: str,
+    jobs: int = 1,
+    threads: int = 1,
+    datasets: Sequence[str] = (),
+    on_done: Optional[Callable[[Run, dict], None]] = None,
+    poll_s: float = 2.0,
+) -> Dict[str, dict]:
+    """Train the runs that are not done, ``jobs`` at a time; write each ``result.json`` (or an
+    ``error`` entry) as soon as its run ends and call ``on_done(run, result)``. Returns
+    ``{out_dir: result}`` of the runs trained now."""
+    todo = [r for r in runs if not r.done()]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    running: List[tuple] = []
+    finished: Dict[str, dict] = {}
+    while todo or running:
+        while todo and len(running) < jobs:
+            run = todo.pop(0)
+            os.makedirs(run.out_dir, exist_ok=True)
+            cmd = train_command(run, repo_root, datasets)
+            print(f"[sweep] start {run.model} seed {run.seed}: {' '.join(cmd)}", flush=True)
+            log = open(os.path.join(run.out_dir, "train.log"), "a")
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, cwd=repo_root, env=env
+            )
+            running.append((run, proc, log, time.time()))
+        time.sleep(poll_s)
+        for item in list(running):
+            run, proc, log, start = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            log.close()
+            result = run_result(run, time.time() - start)
+            if proc.returncode != 0:
+                result["error"] = (
+                    f"train_net.py exited {proc.returncode}; see {run.out_dir}/train.log"
+                )
+                print(f"[sweep] FAILED {run.model} seed {run.seed}: {result['error']}", flush=True)
+            else:
+                _write_json(run.result_path, result)
+                print(f"[sweep] done {run.model} seed {run.seed}: segm AP "
+                      f"{result.get('segm_AP', float('nan')):.2f}", flush=True)  # fmt: skip
+            finished[run.out_dir] = result
+            if on_done:
+                on_done(run, result)
+    return finished
+
+
+def load_results(runs: Sequence[Run]) -> List[dict]:
+    """The ``result.json`` of every finished run, in the order of ``runs``."""
+    out = []
+    for r in runs:
+        if r.done():
+            with open(r.result_path) as f:
+                out.append(json.load(f))
+    return out
+
+
+def _write_json(path: str, data) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)

@@ -1,0 +1,107 @@
+"""tools/compare.py: a resumable sweep over configs and seeds, curves, report and pictures."""
+
+import csv
+import json
+import os
+
+from detectron2.data import MetadataCatalog
+
+from instseg_d2.benchmark.comparison import markdown, summarize
+from instseg_d2.benchmark.sweep import Run, eval_curve, run_result
+from instseg_d2.testing import TINY_OPTS
+
+MASK_RCNN = "configs/MaskRCNN/shapes_R_18_FPN.yaml"
+
+
+def _metrics(folder, records):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "metrics.json"), "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+        f.write('{"iteration": 12, "total_l')  # a line cut by a kill
+
+
+def test_curve_final_metrics_and_plateau_from_metrics_json(tmp_path):
+    run = Run("M/x", "c.yaml", 3, str(tmp_path / "run"))
+    _metrics(run.out_dir, [
+        {"iteration": 4, "total_loss": 2.0, "time": 0.5},
+        {"iteration": 4, "segm/AP": 10.0, "bbox/AP": 8.0},
+        {"iteration": 9, "total_loss": 1.0, "time": 0.7},
+        {"iteration": 9, "segm/AP": 20.0, "segm/AP50": 40.0, "bbox/AP": 15.0, "boundary/AP": 5.0},
+        {"iteration": 9, "segm/AP": 20.5},  # evaluated again after a resume: the last one wins
+    ])  # fmt: skip
+    assert eval_curve([{"iteration": 1, "total_loss": 1.0}]) == []
+    res = run_result(run)
+    assert [c["iteration"] for c in res["curve"]] == [5, 10]
+    assert res["iterations"] == 10 and res["seed"] == 3
+    assert res["segm_AP"] == 20.5 and res["segm_AP50"] == 40.0
+    assert res["box_AP"] == 15.0 and res["boundary_AP"] == 5.0
+    assert res["plateau_delta"] == 10.5
+
+
+def test_markdown_gives_mean_and_range_over_seeds_and_the_plateau():
+    results = [
+        {"model": "A", "seed": 0, "iterations": 10, "segm_AP": 50.0, "plateau_delta": 0.5},
+        {"model": "A", "seed": 1, "iterations": 10, "segm_AP": 54.0, "plateau_delta": 0.8},
+        {"model": "B", "seed": 0, "iterations": 10, "segm_AP": 30.0, "plateau_delta": 2.0},
+    ]
+    assert summarize([50.0, 54.0, None]) == (52.0, 50.0, 54.0)
+    table = markdown(results, {"A": {"cpu_ms": 12.0}}, {"A": "SGD 0.02"})
+    row_a = next(line for line in table.splitlines() if line.startswith("| A |"))
+    row_b = next(line for line in table.splitlines() if line.startswith("| B |"))
+    assert "52.00 (50.00-54.00)" in row_a and "| yes (0.80) |" in row_a and "12.00" in row_a
+    assert "SGD 0.02" in row_a
+    assert "| 30.00 |" in row_b and "| no (2.00) |" in row_b
+
+
+def test_compare_trains_every_seed_resumably_then_reports(
+    tiny_shapes, tmp_path, repo_root, load_tool
+):
+    tool = load_tool("compare")
+    assert tool.default_configs()[0] == MASK_RCNN  # the baseline heads the table
+    assert tool.model_name(MASK_RCNN) == "MaskRCNN/R_18_FPN"
+    datasets = []
+    for name in tiny_shapes:  # train, then test
+        meta = MetadataCatalog.get(name)
+        datasets += ["--dataset", f"{name}={meta.json_file}:{meta.image_root}"]
+    root, report = tmp_path / "sweep", tmp_path / "report"
+    opts = list(TINY_OPTS[4:]) + ["SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", "2"]
+    argv = [
+        "--configs",
+        MASK_RCNN,
+        "--seeds",
+        "0",
+        "1",
+        "--jobs",
+        "2",
+        "--threads",
+        "1",
+        "--output-root",
+        str(root),
+        "--report-dir",
+        str(report),
+        "--grid-images",
+        "2",
+    ]
+    assert tool.main(argv + datasets + ["--opts"] + opts) == 0
+    for seed in (0, 1):
+        res = json.loads(
+            (root / "runs" / f"MaskRCNN_R_18_FPN_seed{seed}" / "result.json").read_text()
+        )
+        assert res["iterations"] == 4 and [c["iteration"] for c in res["curve"]] == [2, 4]
+        assert "segm_AP" in res and "boundary_AP" in res
+    with open(report / "comparison.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model"], r["seed"]) for r in rows] == [
+        ("MaskRCNN/R_18_FPN", "0"),
+        ("MaskRCNN/R_18_FPN", "1"),
+    ]
+    assert float(rows[0]["cpu_ms"]) > 0 and float(rows[0]["params_M"]) > 0
+    md = (report / "comparison.md").read_text()
+    assert md.startswith("Machine: ") and "| MaskRCNN/R_18_FPN | 0,1 | 4 |" in md
+    for png in ("curves.png", "ap_vs_latency.png", "predictions.png"):
+        assert (report / png).stat().st_size > 1000, png
+    # a second call trains nothing: the runs are done
+    stamp = (root / "runs" / "MaskRCNN_R_18_FPN_seed0" / "result.json").stat().st_mtime
+    assert tool.main(argv + datasets + ["--no-bench", "--opts"] + opts) == 0
+    assert (root / "runs" / "MaskRCNN_R_18_FPN_seed0" / "result.json").stat().st_mtime == stamp
