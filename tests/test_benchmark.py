@@ -10,7 +10,7 @@ from detectron2.data import MetadataCatalog
 from instseg_d2.benchmark import count_stage_ops, record_stages, stage
 from instseg_d2.benchmark.report import markdown_table
 from instseg_d2.benchmark.stages import OUTSIDE
-from instseg_d2.testing import TINY_OPTS, train_and_evaluate
+from instseg_d2.testing import train_and_evaluate
 
 MASK_RCNN = "configs/MaskRCNN/shapes_R_18_FPN.yaml"
 
@@ -80,61 +80,6 @@ def test_stage_op_counts():
     with stage("s"):  # nothing is counted outside the context
         a.exp()
     assert not counts
-
-
-def test_stages_recorded_only_when_asked():
-    with stage("a"):
-        pass  # no recording: nothing happens
-    with record_stages() as st:
-        with stage("a"):
-            sum(range(1000))
-        with stage("a"):
-            pass
-    assert set(st) == {"a"} and st["a"] > 0
-    table = markdown_table([{"name": "m", "e2e_ms": 2.0, "stages_ms": {"discretize": 1.0}}])
-    assert "discretize ms" in table.splitlines()[0] and "| m |" in table
-
-
-def test_stage_op_counts():
-    a, b = torch.randn(3, 4), torch.randn(4, 5)
-    with count_stage_ops() as counts:
-        x = a @ b  # 2 * 3 * 4 * 5 multiply-adds
-        with stage("s"):
-            y = x.exp()  # 15 elements
-            (y > 0).nonzero()  # integer / boolean outputs count nothing
-            with stage("t"):
-                y.sum()  # 1 element, in the innermost stage
-    assert dict(counts) == {OUTSIDE: 120.0, "s": 15.0, "t": 1.0}
-    with count_stage_ops() as counts:
-        pass
-    assert not counts
-    with stage("s"):  # nothing is counted outside the context
-        a.exp()
-    assert not counts
-
-
-def test_compare_shapes_trains_resumably_then_tables(tiny_shapes, tmp_path, repo_root, load_tool):
-    tool = load_tool("compare_shapes")
-    assert tool.default_configs()[0] == MASK_RCNN  # the baseline heads the table
-    datasets = []
-    for name in tiny_shapes:
-        meta = MetadataCatalog.get(name)
-        datasets += ["--dataset", f"{name}={meta.json_file}:{meta.image_root}"]
-    root = tmp_path / "sweep"
-    argv = ["--configs", MASK_RCNN, "--output-root", str(root)] + datasets
-    argv += ["--bench-args", "--device cpu --iters 1 --warmup 0 --num-images 1"]
-    argv += ["--opts"] + TINY_OPTS
-    assert tool.main(argv) == 0
-    run = "MaskRCNN_shapes_R_18_FPN"
-    assert (root / run / "model_final.pth").is_file()
-    record = json.loads((root / "training.json").read_text())
-    assert record[run][0]["final_iteration"] == 3 and record[run][0]["s_per_iter"] > 0
-    table = (root / "benchmark" / "benchmark.md").read_text()
-    row = next(line for line in table.splitlines() if line.startswith(f"| {run}"))
-    assert "error" not in row
-    # a second sweep finds the model trained and does not train it again
-    assert tool.main(argv[: -len(TINY_OPTS) - 1] + ["--train-only"]) == 0
-    assert len(json.loads((root / "training.json").read_text())[run]) == 1
 
 
 def test_dataset_only_feeds_images_to_a_latency_run(tiny_shapes, tmp_path, repo_root, load_tool):
