@@ -127,8 +127,89 @@ def parity_state_dict(model_or_state, overrides: Optional[dict] = None) -> dict:
         if not torch.is_floating_point(v):
             out[k] = v.clone()
             continue
-        out[k] = parity_tensor(k, v.shape).to(v.dtype)
-        if overrides and k in overrides:
-            o = overrides[k]
-            out[k] = o.to(v.dtype) if torch.is_tensor(o) else torch.full_like(out[k], float(o))
+        out[k] = _parity_value(k, v.shape, v.dtype, overrides)
+    return out
+
+
+def _parity_value(name: str, shape, dtype, overrides: Optional[dict]):
+    """``parity_tensor(name, shape)`` or ``overrides[name]`` (a constant or a tensor), as
+    ``dtype``."""
+    import torch
+
+    v = parity_tensor(name, shape)
+    if overrides and name in overrides:
+        o = overrides[name]
+        v = o.clone() if torch.is_tensor(o) else torch.full_like(v, float(o))
+    return v.to(dtype)
+
+
+def parity_name_map(reference_params: dict, convert) -> dict:
+    """``{reference name: project name}`` of a reference state dict, as ``convert`` (the
+    project's converter: reference state dict -> project state dict) renames it; ``None`` for
+    the entries it drops (e.g. buffers the project derives from its config).
+
+    Args:
+        reference_params: ``{name: (shape, dtype name)}`` of the reference's state dict.
+        convert: the converter. It must only rename and drop entries, not change values.
+
+    Each entry is probed with a constant tensor holding its index, so the map follows the
+    values through any renaming.
+    """
+    import torch
+
+    names = list(reference_params)
+    probes = {
+        k: torch.tensor(float(i), dtype=torch.float64).expand(tuple(reference_params[k][0]))
+        for i, k in enumerate(names)
+    }
+    out = dict.fromkeys(names)
+    for new, v in convert(dict(probes)).items():
+        flat = v.reshape(-1)
+        i = int(flat[0].item()) if flat.numel() else None
+        if i is None or not 0 <= i < len(names) or (flat != i).any():
+            raise ValueError(f"the converter changed the values of {new!r}; cannot map its name")
+        out[names[i]] = new
+    return out
+
+
+def parity_reference_state(reference_params: dict, name_map: dict, overrides=None) -> dict:
+    """The state dict in the **reference's** names whose entries are the parity values of their
+    project names: ``parity_tensor(name_map[k], shape)`` for floating-point entries (with
+    ``overrides`` keyed by project name, as :func:`parity_state_dict`), zeros for integer ones.
+    Entries the converter drops (``name_map[k] is None``) are left out.
+
+    The fixture generators set it on the reference model; the parity tests load it through the
+    project's checkpoint path, so both models hold the same weights.
+    """
+    import torch
+
+    out = {}
+    for k, (shape, dtype) in reference_params.items():
+        name, dtype = name_map[k], getattr(torch, dtype)
+        if name is None:
+            continue
+        if dtype.is_floating_point:
+            out[k] = _parity_value(name, shape, dtype, overrides)
+        else:
+            out[k] = torch.zeros(tuple(shape), dtype=dtype)
+    return out
+
+
+def parity_batched_inputs(inputs: dict, training: bool) -> list:
+    """The model inputs (the mapper's format) of a parity fixture's ``inputs``: ``images``
+    (uint8 CHW), ``out_sizes`` (the ``height`` / ``width`` the outputs are resized to) and, per
+    image, ``gt`` = ``boxes`` (G, 4) XYXY, ``classes`` (G,), ``masks`` (G, H, W) bool (as
+    ``instances`` with BitMasks when ``training``). Fresh copies each call."""
+    from detectron2.structures import BitMasks, Boxes, Instances
+
+    out = []
+    for img, (oh, ow), g in zip(inputs["images"], inputs["out_sizes"], inputs["gt"]):
+        d = {"image": img.clone(), "height": oh, "width": ow}
+        if training:
+            inst = Instances(tuple(img.shape[-2:]))
+            inst.gt_boxes = Boxes(g["boxes"].clone())
+            inst.gt_classes = g["classes"].clone()
+            inst.gt_masks = BitMasks(g["masks"].clone())
+            d["instances"] = inst
+        out.append(d)
     return out

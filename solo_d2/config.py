@@ -34,6 +34,13 @@ def add_solo_config(cfg: CN) -> None:
     # Centre-region scale epsilon (paper "sigma" 0.2): cells within the centre of mass +- 0.5 *
     # sigma * box size (and within the centre's 3x3 neighbourhood) are positive.
     s.SIGMA = 0.2
+    # Target rules. "paper": a cell belongs to one instance (the later in annotation order takes
+    # its class and mask, as mmdet SOLO) and mask targets are the padded GT masks resampled
+    # exactly x1/4. "reference": AdelaiDet's SOLOv2 (SOLOv2Head only): the later instance takes
+    # the cell's class but each instance keeps the cell as a positive of its own mask (two
+    # targets for a shared cell), and masks are rescaled by cv2 to (int(h/4 + .5), int(w/4 + .5))
+    # and zero-padded. See solo_d2/reference_rules.py.
+    s.TARGET_RULES = "paper"
 
     # ---- heads
     # Width of the instance branches (mask / kernel / category towers). SOLOv2: 512;

@@ -1,7 +1,7 @@
 """The SOLO meta-architecture: backbone + FPN, one SOLO head (v1, decoupled or v2), grid
 targets, focal + dice losses, point NMS / maskness / Matrix NMS inference."""
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -12,10 +12,11 @@ from torch import nn
 from instseg_d2.layers import boxes_from_masks
 
 from .convert import convert_adelaidet_solov2, is_adelaidet_solov2
-from .heads import build_solo_head, rescale_instance_levels
+from .heads import SOLOv2Head, build_solo_head, rescale_instance_levels
 from .losses import solo_losses
 from .postprocess import SOLOPostProcessor, masks_to_image
-from .targets import mask_targets, padded_gt_masks, solo_targets
+from .reference_rules import reference_mask_targets
+from .targets import TARGET_RULES, LevelTargets, mask_targets, padded_gt_masks, solo_targets
 
 
 @META_ARCH_REGISTRY.register()
@@ -47,8 +48,19 @@ class SOLO(nn.Module):
         focal_weight: float = 1.0,
         dice_weight: float = 3.0,
         dice_eps: float = 2e-3,
+        target_rules: str = "paper",
     ):
         super().__init__()
+        if target_rules not in TARGET_RULES:
+            raise ValueError(
+                f"MODEL.SOLO.TARGET_RULES must be one of {TARGET_RULES}, got {target_rules!r}"
+            )
+        if target_rules == "reference" and not isinstance(head, SOLOv2Head):
+            raise ValueError(
+                "MODEL.SOLO.TARGET_RULES 'reference' is AdelaiDet's SOLOv2 rules: it needs "
+                f"MODEL.SOLO.HEAD_NAME SOLOv2Head, got {type(head).__name__}"
+            )
+        self.target_rules = target_rules
         self.backbone = backbone
         self.head = head
         self.postprocessor = postprocessor
@@ -91,6 +103,7 @@ class SOLO(nn.Module):
             "focal_weight": s.LOSS.FOCAL_WEIGHT,
             "dice_weight": s.LOSS.DICE_WEIGHT,
             "dice_eps": s.LOSS.DICE_EPS,
+            "target_rules": s.TARGET_RULES,
         }
 
     @property
@@ -119,19 +132,32 @@ class SOLO(nn.Module):
         outputs = self.run_head(images.tensor)
         return self.losses(outputs, gt, tuple(images.tensor.shape[-2:]))
 
-    def losses(self, outputs: Dict, gt_instances: List[Instances], padded_size) -> Dict:
+    @torch.no_grad()
+    def assign(self, gt_instances: List[Instances], padded_size) -> Tuple[List, List]:
+        """Grid targets of a batch (:class:`~solo_d2.targets.LevelTargets` per level, by
+        ``MODEL.SOLO.TARGET_RULES``) and the GT masks padded to ``padded_size`` (per image)."""
         masks = [padded_gt_masks(inst, padded_size) for inst in gt_instances]
-        with torch.no_grad():
-            targets = solo_targets(
-                gt_instances, masks, self.num_grids, self.scale_ranges, self.sigma,
-                self.num_classes,
-            )  # fmt: skip
+        targets = solo_targets(
+            gt_instances, masks, self.num_grids, self.scale_ranges, self.sigma,
+            self.num_classes, self.target_rules,
+        )  # fmt: skip
+        return targets, masks
+
+    def mask_targets(self, t: LevelTargets, masks, gt_instances, size, cache) -> torch.Tensor:
+        """(P, h, w) mask targets of a level's positives at the prediction's ``size``."""
+        if self.target_rules == "reference":
+            sizes = [inst.image_size for inst in gt_instances]
+            return reference_mask_targets(t.pos, masks, sizes, size, cache)
+        return mask_targets(t.pos, masks, size, cache)
+
+    def losses(self, outputs: Dict, gt_instances: List[Instances], padded_size) -> Dict:
+        targets, masks = self.assign(gt_instances, padded_size)
         probs, tgts, cache = [], [], {}
         for level, t in enumerate(targets):
             if len(t.pos):
                 p = self.head.mask_probs(outputs, level, t.pos[:, 0], t.pos[:, 1])
                 probs.append(p)
-                tgts.append(mask_targets(t.pos, masks, p.shape[-2:], cache))
+                tgts.append(self.mask_targets(t, masks, gt_instances, p.shape[-2:], cache))
         losses = solo_losses(
             outputs["cate"], [t.labels for t in targets], probs, tgts, self.num_classes,
             **self.loss_args,

@@ -14,6 +14,8 @@ S x S grid laid over the (padded) input image:
 Two instances hitting the same cell: the later one (in annotation order) takes the cell, class
 and mask, as mmdet SOLO does (AdelaiDet's SOLOv2 also overwrites the class but keeps both masks
 as targets of the cell; here a cell always has one instance, consistent class and mask).
+``rules="reference"`` (``MODEL.SOLO.TARGET_RULES``) selects AdelaiDet's rules instead, see
+:mod:`solo_d2.reference_rules`.
 """
 
 from dataclasses import dataclass
@@ -25,6 +27,10 @@ from detectron2.structures import BitMasks, Instances, PolygonMasks
 
 from instseg_d2.layers import center_of_mass
 
+from .reference_rules import grid_cell
+
+TARGET_RULES = ("paper", "reference")
+
 
 @dataclass
 class LevelTargets:
@@ -32,7 +38,9 @@ class LevelTargets:
 
     labels: (N, S, S) int64 class of each cell, ``num_classes`` for background.
     pos: (P, 3) int64 rows ``(image, cell, gt)``: positive cell ``i * S + j`` of that image and
-        the index of its instance in that image's ``gt_*`` fields.
+        the index of its instance in that image's ``gt_*`` fields. With the paper's rules a cell
+        appears once (ordered by image, cell); with the reference's, once per instance whose
+        region covers it (ordered by image, instance, cell).
     """
 
     labels: torch.Tensor
@@ -48,6 +56,7 @@ def assign_level(
     scale_range: Sequence[float],
     sigma: float,
     num_classes: int,
+    rules: str = "paper",
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Assign one image's instances to one level's S x S grid.
 
@@ -60,37 +69,71 @@ def assign_level(
         scale_range: (lo, hi) on sqrt(box area), inclusive.
         sigma: centre-region scale.
         num_classes: background label.
+        rules: "paper" or "reference" (cell arithmetic in float32, as AdelaiDet).
 
     Returns:
         labels (S, S) int64 and owner (S, S) int64: the instance index of each cell, -1 if none.
     """
-    s, device = int(num_grid), boxes.device
-    g = boxes.shape[0]
-    owner = torch.full((s, s), -1, dtype=torch.int64, device=device)
-    labels = torch.full((s, s), num_classes, dtype=torch.int64, device=device)
+    region = level_regions(boxes, centers, image_size, num_grid, scale_range, sigma, rules)
+    return _cell_owners(region, classes, num_classes)
+
+
+def _cell_owners(region: torch.Tensor, classes: torch.Tensor, num_classes: int):
+    """labels and owner (S, S) of the (G, S, S) regions: the last instance covering a cell."""
+    g, s = region.shape[0], region.shape[-1]
+    owner = torch.full((s, s), -1, dtype=torch.int64, device=region.device)
+    labels = torch.full((s, s), num_classes, dtype=torch.int64, device=region.device)
     if g == 0:
         return labels, owner
-    wh = (boxes[:, 2:] - boxes[:, :2]).double()
+    rank = torch.arange(1, g + 1, device=region.device).view(g, 1, 1)
+    owner = (region.long() * rank).max(dim=0).values - 1  # the last instance wins
+    labels = torch.where(owner >= 0, classes[owner.clamp(min=0)], labels)
+    return labels, owner
+
+
+def level_regions(
+    boxes: torch.Tensor,
+    centers: torch.Tensor,
+    image_size: Tuple[int, int],
+    num_grid: int,
+    scale_range: Sequence[float],
+    sigma: float,
+    rules: str = "paper",
+) -> torch.Tensor:
+    """(G, S, S) bool: the cells of each instance's centre region (empty for instances out of
+    the scale range or with an empty mask); arguments as :func:`assign_level`."""
+    if rules not in TARGET_RULES:
+        raise ValueError(f"MODEL.SOLO.TARGET_RULES must be one of {TARGET_RULES}, got {rules!r}")
+    s, device = int(num_grid), boxes.device
+    if boxes.shape[0] == 0:
+        return torch.zeros((0, s, s), dtype=torch.bool, device=device)
+    if rules == "paper":
+        wh = (boxes[:, 2:] - boxes[:, :2]).double()
+        c = torch.nan_to_num(centers.double())
+        half = 0.5 * sigma * wh
+        size = torch.tensor([image_size[1], image_size[0]], dtype=torch.float64, device=device)
+
+        def cell(v):  # (G, 2) image (x, y) -> grid (column, row)
+            return torch.floor(v / size * s).long()
+
+    else:  # AdelaiDet computes these in float32, dividing by the cell size 1 / S
+        wh = (boxes[:, 2:] - boxes[:, :2]).float()
+        c = torch.nan_to_num(centers.float())
+        half = 0.5 * wh * sigma
+        size = torch.tensor([image_size[1], image_size[0]], dtype=torch.float32, device=device)
+
+        def cell(v):
+            return grid_cell(v, size, s)
+
     scale = (wh[:, 0] * wh[:, 1]).clamp(min=0).sqrt()
     valid = (scale >= scale_range[0]) & (scale <= scale_range[1]) & centers.isfinite().all(1)
-    c = torch.nan_to_num(centers.double())
-    half = 0.5 * sigma * wh
-    size = torch.tensor([image_size[1], image_size[0]], dtype=torch.float64, device=device)
-
-    def cell(v):  # (G, 2) image (x, y) -> grid (column, row)
-        return torch.floor(v / size * s).long()
-
     centre = cell(c)
     first = torch.maximum(cell(c - half).clamp(min=0), centre - 1)
     last = torch.minimum(cell(c + half).clamp(max=s - 1), centre + 1)
     ar = torch.arange(s, device=device)
     in_col = (ar >= first[:, :1]) & (ar <= last[:, :1])  # (G, S)
     in_row = (ar >= first[:, 1:]) & (ar <= last[:, 1:])
-    region = in_row[:, :, None] & in_col[:, None, :] & valid[:, None, None]  # (G, S, S)
-    rank = torch.arange(1, g + 1, device=device).view(g, 1, 1)
-    owner = (region.long() * rank).max(dim=0).values - 1  # the last instance wins
-    labels = torch.where(owner >= 0, classes[owner.clamp(min=0)], labels)
-    return labels, owner
+    return in_row[:, :, None] & in_col[:, None, :] & valid[:, None, None]
 
 
 def padded_gt_masks(instances: Instances, image_size: Tuple[int, int]) -> torch.Tensor:
@@ -112,6 +155,7 @@ def solo_targets(
     scale_ranges: Sequence[Sequence[float]],
     sigma: float,
     num_classes: int,
+    rules: str = "paper",
 ) -> List[LevelTargets]:
     """Targets of every level for a batch.
 
@@ -119,6 +163,8 @@ def solo_targets(
         gt_instances: per image, ``gt_boxes`` and ``gt_classes``.
         masks: per image, (G, H, W) padded masks (:func:`padded_gt_masks`); (H, W) is the
             padded input size over which the grids are laid.
+        rules: "paper" (one instance per cell) or "reference" (AdelaiDet's SOLOv2: every
+            instance keeps every cell of its region, see :mod:`solo_d2.reference_rules`).
 
     Returns:
         one :class:`LevelTargets` per level.
@@ -129,12 +175,15 @@ def solo_targets(
     for s, rng in zip(num_grids, scale_ranges):
         labels, pos = [], []
         for b, (inst, m) in enumerate(zip(gt_instances, masks)):
-            lab, owner = assign_level(
-                inst.gt_boxes.tensor, inst.gt_classes, centers[b], m.shape[-2:], s, rng, sigma,
-                num_classes,
-            )  # fmt: skip
-            cells = torch.nonzero(owner.flatten() >= 0).squeeze(1)
-            pos.append(torch.stack([torch.full_like(cells, b), cells, owner.flatten()[cells]], 1))
+            boxes = inst.gt_boxes.tensor
+            region = level_regions(boxes, centers[b], m.shape[-2:], s, rng, sigma, rules)
+            lab, owner = _cell_owners(region, inst.gt_classes.to(boxes.device), num_classes)
+            if rules == "paper":
+                cells = torch.nonzero(owner.flatten() >= 0).squeeze(1)
+                gts = owner.flatten()[cells]
+            else:  # every (instance, cell) of the regions, by instance then cell
+                gts, cells = torch.nonzero(region.flatten(1), as_tuple=True)
+            pos.append(torch.stack([torch.full_like(cells, b), cells, gts], 1))
             labels.append(lab)
         out.append(LevelTargets(torch.stack(labels), torch.cat(pos)))
     return out

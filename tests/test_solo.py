@@ -12,6 +12,7 @@ from instseg_d2.layers import mask_iou_matrix, matrix_nms, point_nms
 from solo_d2 import SOLO, DecoupledSOLOHead, SOLOHead, SOLOv2Head
 from solo_d2.losses import category_loss, solo_losses
 from solo_d2.postprocess import SOLOPostProcessor
+from solo_d2.reference_rules import cv2_linear_resize_binary, reference_mask_targets
 from solo_d2.targets import assign_level, mask_targets, rescale_masks, solo_targets
 
 
@@ -121,6 +122,59 @@ def test_mask_targets_rescaled_like_the_reference():
     pos = torch.tensor([[0, 7, 0], [0, 9, 0]])
     t = mask_targets(pos, [m], (2, 2), {})
     assert t.shape == (2, 2, 2) and t.sum() == 2
+
+
+def test_shared_cell_paper_vs_reference_rules():
+    # 64 x 64 input, S = 8. Instance 0: square rows/cols 20-35 (centre of mass (27.5, 27.5),
+    # cell (3, 3); half size 1.6 px -> region = cell (3, 3) only). Instance 1: 4 x 8 box rows
+    # 26-29, cols 24-31, same centre, same single cell. Paper: the later instance owns cell 27;
+    # AdelaiDet: both keep it (two positives, one class: the later instance's).
+    masks = torch.stack([_box_mask(64, 64, 20, 36, 20, 36), _box_mask(64, 64, 26, 30, 24, 32)])
+    gts = [_instances(masks, [1, 4])]
+    args = ([masks], [8], [(1, 64)], 0.2, 5)
+    paper = solo_targets(gts, *args)[0]
+    ref = solo_targets(gts, *args, rules="reference")[0]
+    assert paper.pos.tolist() == [[0, 27, 1]]
+    assert ref.pos.tolist() == [[0, 27, 0], [0, 27, 1]]
+    assert torch.equal(paper.labels, ref.labels) and paper.labels[0, 3, 3] == 4
+    assert (paper.labels[0].flatten()[torch.arange(64) != 27] == 5).all()
+    t = reference_mask_targets(ref.pos, [masks], [(64, 64)], (16, 16), {})
+    assert torch.equal(t.bool(), rescale_masks(masks, (16, 16)))  # x1/4 exactly: same masks
+    with pytest.raises(ValueError, match="TARGET_RULES must be one of"):
+        solo_targets(gts, *args, rules="mmdet")
+
+
+def test_cv2_linear_resize_binary_fixed_point():
+    # AdelaiDet rescales a 17 x 8 mask by 1/4 to int(17/4 + .5) x int(8/4 + .5) = 4 x 2. Output
+    # (2, 1) samples y = 2.5 * 17/4 - 0.5 = 10.125 (rows 10, 11, weights round(.875 * 2048) =
+    # 1792 and 256) and x = 1.5 * 4 - 0.5 = 5.5 (columns 5, 6, weights 1024, 1024). With pixels
+    # (10, 6) and (11, 5) on, each row interpolates to 1024 (of 2048); cv2's 8-bit vertical pass
+    # gives ((1024 >> 4) * 1792 >> 16) + ((1024 >> 4) * 256 >> 16) = 1 + 0, (1 + 2) >> 2 = 0:
+    # off, where exact bilinear interpolation gives 0.5 (on at >= 0.5).
+    m = torch.zeros(1, 17, 8, dtype=torch.bool)
+    m[0, 10, 6] = m[0, 11, 5] = True
+    assert not cv2_linear_resize_binary(m, (4, 2)).any()
+    assert rescale_masks(m, (4, 2))[0, 2, 1]
+    # the full 2 x 2 block: rows of 2048, (128 * 1792 >> 16) + (128 * 256 >> 16) = 3 + 0 -> on
+    m[0, 10:12, 5:7] = True
+    assert cv2_linear_resize_binary(m, (4, 2))[0].nonzero().tolist() == [[2, 1]]
+    # an exact x1/4 (sides multiple of 4) samples every output at the mean of 2 x 2 pixels
+    # with weights 1024: the same as exact bilinear interpolation thresholded at 0.5
+    g = torch.Generator().manual_seed(0)
+    r = torch.rand(3, 32, 24, generator=g) < 0.5
+    assert torch.equal(cv2_linear_resize_binary(r, (8, 6)), rescale_masks(r, (8, 6)))
+
+
+def test_reference_target_rules_need_solov2_head():
+    model = _tiny_model("SOLOHead")
+    kw = dict(backbone=model.backbone, head=model.head, postprocessor=model.postprocessor,
+              instance_in_features=model.instance_in_features, num_grids=model.num_grids,
+              scale_ranges=model.scale_ranges, sigma=0.2, num_classes=3,
+              pixel_mean=[128.0] * 3, pixel_std=[64.0] * 3)  # fmt: skip
+    with pytest.raises(ValueError, match="needs MODEL.SOLO.HEAD_NAME SOLOv2Head"):
+        SOLO(**kw, target_rules="reference")
+    with pytest.raises(ValueError, match="TARGET_RULES must be one of"):
+        SOLO(**kw, target_rules="adelaidet")
 
 
 # --------------------------------------------------------------------------- Matrix NMS
