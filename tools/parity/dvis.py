@@ -87,11 +87,11 @@ def _research_targets(masks):
 
 
 def stage_run(payload, reference):
+    import inspect
+
     from layers.modules.instance_loss import PermuInvLossDilatedConv, adjust_smooth_l1_loss
     from layers.modules.loss_main import LossEvaluate
     from train_settings import getDefaultSetting
-
-    import inspect
 
     targets = _research_targets(payload["masks"])
     window, center, dilation = payload["pi_kernel"]

@@ -121,21 +121,17 @@ def save_fixture(path: str, fixture: dict) -> None:
         raise SystemExit(f"{path}: {size} bytes, over the {MAX_FIXTURE_BYTES} allowed per fixture")
 
 
-def capture_locals(function, call: Callable[[], object]):
-    """Run ``call()`` and return ``(its result, [locals of every call of function])``.
-
-    The locals are read when ``function`` returns (``sys.setprofile``), so that a reference's
-    intermediate values (e.g. selected quadtree nodes held in local variables) can be recorded
-    without editing its code.
-    """
-    code = getattr(function, "__code__", None)
-    if code is None:
-        raise TypeError(f"{function!r} is not a Python function")
-    seen = []
+def capture_locals(call: Callable[[], object], *functions):
+    """Run ``call()``; return its result and, for each of ``functions``, the locals of each of
+    its calls (a list of dicts), read when that call returns (``sys.setprofile``), so that a
+    reference's intermediate values (e.g. selected quadtree nodes held in local variables) can
+    be recorded without editing its code."""
+    codes = [f.__code__ for f in functions]
+    seen = [[] for _ in functions]
 
     def profiler(frame, event, arg):
-        if event == "return" and frame.f_code is code:
-            seen.append(dict(frame.f_locals))
+        if event == "return" and frame.f_code in codes:
+            seen[codes.index(frame.f_code)].append(dict(frame.f_locals))
 
     old = sys.getprofile()
     sys.setprofile(profiler)
