@@ -96,13 +96,23 @@ def stratified_offsets(window: int, center: int, dilation: int) -> torch.Tensor:
             f"stratified sampling needs window >= 3, center >= 1, dilation >= 1; got "
             f"window={window}, center={center}, dilation={dilation}"
         )
+    return _window_offsets(
+        window, lambda dy, dx: (dy.abs() + dx.abs() <= center) | _on_grid(dy, dx, dilation)
+    )
+
+
+def _on_grid(dy: torch.Tensor, dx: torch.Tensor, dilation: int) -> torch.Tensor:
+    return (dy % dilation == 0) & (dx % dilation == 0)
+
+
+def _window_offsets(window: int, select) -> torch.Tensor:
+    """The offsets ``(dy, dx)``, ``|dy|, |dx| <= window // 2``, for which ``select(dy, dx)``
+    holds, one of ``(dy, dx)`` / ``(-dy, -dx)`` each (``dy > 0``, or ``dy == 0`` and
+    ``dx > 0``): a (K, 2) long tensor."""
     h = window // 2
     r = torch.arange(-h, h + 1)
     dy, dx = torch.meshgrid(r, r, indexing="ij")
-    dense = dy.abs() + dx.abs() <= center
-    grid = (dy % dilation == 0) & (dx % dilation == 0)
-    half = (dy > 0) | ((dy == 0) & (dx > 0))
-    keep = (dense | grid) & half
+    keep = select(dy, dx) & ((dy > 0) | ((dy == 0) & (dx > 0)))
     return torch.stack([dy[keep], dx[keep]], dim=1)
 
 
@@ -124,15 +134,13 @@ def reference_offsets(window: int, center: int, dilation: int) -> torch.Tensor:
             f"the research code's kernel needs an odd window >= 3, center >= 0, dilation >= 1; "
             f"got window={window}, center={center}, dilation={dilation}"
         )
-    h = window // 2
-    r = torch.arange(-h, h + 1)
-    dy, dx = torch.meshgrid(r, r, indexing="ij")
-    dense = dy.abs() + dx.abs() < center
-    grid = (dy % dilation == 0) & (dx % dilation == 0)
-    axes = (dy == 0) | (dx == 0)
-    half = (dy > 0) | ((dy == 0) & (dx > 0))
-    keep = (dense | grid | axes) & half
-    return torch.stack([dy[keep], dx[keep]], dim=1)
+    return _window_offsets(
+        window,
+        lambda dy, dx: (dy.abs() + dx.abs() < center)
+        | _on_grid(dy, dx, dilation)
+        | (dy == 0)
+        | (dx == 0),
+    )
 
 
 def reference_pairs(

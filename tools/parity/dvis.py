@@ -130,4 +130,4 @@ def stage_run(payload, reference):
 
 
 if __name__ == "__main__":
-    main(__file__, __doc__.split("\n\n")[0], "dvis.pt", generate, {"run": stage_run})
+    main(__file__, __doc__, "dvis.pt", generate, {"run": stage_run})

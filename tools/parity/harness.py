@@ -90,17 +90,18 @@ class Reference:
 
 def main(
     script: str,
-    description: str,
+    doc: str,
     default_output: str,
     generate: Callable[["Reference", argparse.Namespace], dict],
     stages: Dict[str, Callable[[dict, str], dict]],
     argv: Optional[List[str]] = None,
 ) -> None:
-    """Entry point of a generator: the parent calls ``generate(ref, args)`` and saves the
-    fixture it returns; the child runs one of ``stages``."""
+    """Entry point of a generator (``script``, whose docstring ``doc`` starts with its
+    description): the parent calls ``generate(ref, args)`` and saves the fixture it returns;
+    the child runs one of ``stages``."""
     import torch
 
-    args = parse_args(description, default_output, argv)
+    args = parse_args(doc.split("\n\n")[0], default_output, argv)
     if args.child is not None:
         payload = torch.load(os.path.join(args.io, "in.pt"), weights_only=False)
         result = stages[args.child](payload, args.reference)

@@ -249,10 +249,4 @@ def stage_run(payload, reference):
 
 
 if __name__ == "__main__":
-    main(
-        __file__,
-        __doc__.split("\n\n")[0],
-        "sparseinst.pt",
-        generate,
-        {"names": stage_names, "run": stage_run},
-    )
+    main(__file__, __doc__, "sparseinst.pt", generate, {"names": stage_names, "run": stage_run})

@@ -287,10 +287,4 @@ def stage_run(payload, reference):
 
 
 if __name__ == "__main__":
-    main(
-        __file__,
-        __doc__.split("\n\n")[0],
-        "transfiner.pt",
-        generate,
-        {"names": stage_names, "run": stage_run},
-    )
+    main(__file__, __doc__, "transfiner.pt", generate, {"names": stage_names, "run": stage_run})
