@@ -200,3 +200,14 @@ def assert_parity(name: str, actual, expected, rtol: float = 1e-5) -> float:
     print(f"parity {name}: max abs diff {diff:.3g}, relative to max |reference| {rel:.3g}")
     assert rel <= rtol, f"{name}: max abs diff {diff:.3g} is {rel:.3g} of the reference's scale"
     return rel
+
+
+def unpack_bits(packed: dict) -> "torch.Tensor":
+    """A bool tensor that a parity fixture stores 8 pixels a byte (``{"bits", "shape"}``,
+    ``numpy.packbits`` of the flattened mask, as ``tools/parity/harness.py: pack_bits``)."""
+    import numpy as np
+    import torch
+
+    n = int(np.prod(packed["shape"]))
+    bits = np.unpackbits(packed["bits"].numpy(), count=n).astype(bool)
+    return torch.from_numpy(bits.reshape(tuple(packed["shape"])))

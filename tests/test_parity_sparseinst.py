@@ -13,11 +13,15 @@ exactly).
 
 import os
 
-import numpy as np
 import pytest
 import torch
 
-from instseg_d2.testing import assert_parity, load_reference_weights, parity_reference_state_dict
+from instseg_d2.testing import (
+    assert_parity,
+    load_reference_weights,
+    parity_reference_state_dict,
+    unpack_bits,
+)
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "parity", "sparseinst.pt")
 
@@ -27,13 +31,6 @@ def fixture():
     return torch.load(FIXTURE, weights_only=False)
 
 
-def unpack(packed) -> torch.Tensor:
-    """A bool mask stored by the generator 8 pixels a byte."""
-    n = int(np.prod(packed["shape"]))
-    bits = np.unpackbits(packed["bits"].numpy(), count=n).astype(bool)
-    return torch.from_numpy(bits.reshape(packed["shape"]))
-
-
 def batched_inputs(inputs):
     from detectron2.structures import BitMasks, Instances
 
@@ -41,7 +38,7 @@ def batched_inputs(inputs):
     for x in inputs:
         inst = Instances(tuple(x["image"].shape[1:]))
         inst.gt_classes = x["gt_classes"].clone()
-        inst.gt_masks = BitMasks(unpack(x["gt_masks"]))
+        inst.gt_masks = BitMasks(unpack_bits(x["gt_masks"]))
         out.append({"image": x["image"].clone(), "height": x["height"], "width": x["width"],
                     "instances": inst})  # fmt: skip
     return out
@@ -112,4 +109,4 @@ def test_sparseinst_equals_reference(fixture, decoder, tmp_path):
         inst = r["instances"]
         assert inst.pred_classes.tolist() == ref["pred_classes"].tolist()
         assert_parity(f"{decoder} scores", inst.scores, ref["scores"])
-        assert torch.equal(inst.pred_masks, unpack(ref["pred_masks"]))
+        assert torch.equal(inst.pred_masks, unpack_bits(ref["pred_masks"]))

@@ -19,7 +19,6 @@ reference's names through the converter of reference checkpoints and must give:
 import math
 import os
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -29,6 +28,7 @@ from instseg_d2.testing import (
     load_reference_weights,
     parity_reference_state_dict,
     parity_tensor,
+    unpack_bits,
 )
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "parity", "transfiner.pt")
@@ -57,34 +57,20 @@ def features(fixture):
     return feats
 
 
-def unpack(packed) -> torch.Tensor:
-    n = int(np.prod(packed["shape"]))
-    return torch.from_numpy(
-        np.unpackbits(packed["bits"].numpy(), count=n).astype(bool).reshape(packed["shape"])
-    )
-
-
-def build_heads(fixture, run, folder):
-    """The project's TransfinerROIHeads with the fixture's config keys and the parity weights
-    (reference names, loaded as a checkpoint file); its mask head's ``layers`` and refinement
-    transformer record their outputs in ``heads.record``."""
+@pytest.fixture(scope="module")
+def project_heads(fixture):
+    """The project's TransfinerROIHeads with the fixture's config keys; its mask head's
+    ``layers`` and refinement transformer record their outputs in ``heads.record``."""
     from detectron2.layers import ShapeSpec
     from detectron2.modeling.roi_heads import build_roi_heads
 
     from instseg_d2.plugins import get_full_cfg
-    from transfiner_d2.checkpoint import convert_reference_state_dict
 
     cfg = get_full_cfg()
     cfg.merge_from_list(fixture["common_opts"] + fixture["project_opts"] + ["MODEL.DEVICE", "cpu"])
     shapes = {k: ShapeSpec(channels=s[1], stride=2 ** int(k[1:]))
               for k, s in fixture["feature_shapes"].items()}  # fmt: skip
     heads = build_roi_heads(cfg, shapes)
-    weights = parity_reference_state_dict(
-        fixture["template"], convert_reference_state_dict, fixture["runs"][run]["overrides"]
-    )
-    load_reference_weights(nn.ModuleDict({"roi_heads": heads}), weights, folder)
-
-    heads.record = {"transformer": []}
     head, layers = heads.mask_head, heads.mask_head.layers
 
     def recorded_layers(x):
@@ -95,6 +81,18 @@ def build_heads(fixture, run, folder):
     head.refiner.transformer.register_forward_hook(
         lambda module, inputs, output: heads.record["transformer"].append(output)
     )
+    return heads
+
+
+def load_run(heads, fixture, run, folder):
+    """Set the parity weights of ``run`` (reference names, loaded as a checkpoint file)."""
+    from transfiner_d2.checkpoint import convert_reference_state_dict
+
+    weights = parity_reference_state_dict(
+        fixture["template"], convert_reference_state_dict, fixture["runs"][run]["overrides"]
+    )
+    load_reference_weights(nn.ModuleDict({"roi_heads": heads}), weights, folder)
+    heads.record = {"transformer": []}
     return heads
 
 
@@ -111,11 +109,11 @@ def assert_same_nodes(name, mine, ref):
         assert cell.tolist() == rcell.tolist(), f"{name} level {level}: cells of the nodes"
 
 
-def test_inference_equals_reference(fixture, features, tmp_path):
+def test_inference_equals_reference(fixture, features, project_heads, tmp_path):
     from detectron2.structures import Boxes, Instances
 
     ref = fixture["runs"]["inference"]["inference"]
-    heads = build_heads(fixture, "inference", str(tmp_path))
+    heads = load_run(project_heads, fixture, "inference", str(tmp_path))
     heads.eval()
     instances = []
     for det in fixture["detections"]:
@@ -159,7 +157,7 @@ def _training_losses(fixture, features, heads):
         p.proposal_boxes = Boxes(prop["boxes"].clone())
         p.gt_classes = classes[prop["gt_index"]].clone()
         p.gt_index = prop["gt_index"].clone()
-        masks = unpack(packed)
+        masks = unpack_bits(packed)
         p.gt_masks = BitMasks(masks[prop["gt_index"]])  # as label_and_sample_proposals gives
         proposals.append(p)
         t = Instances(size)
@@ -171,12 +169,12 @@ def _training_losses(fixture, features, heads):
     return losses, proposals, targets
 
 
-def test_training_equals_reference(fixture, features, tmp_path):
+def test_training_equals_reference(fixture, features, project_heads, tmp_path):
     from transfiner_d2.quadtree import node_masks, sample_train_nodes
     from transfiner_d2.targets import MaskTargets, boundary_map
 
     ref = fixture["runs"]["train"]["train"]
-    heads = build_heads(fixture, "train", str(tmp_path))
+    heads = load_run(project_heads, fixture, "train", str(tmp_path))
     losses, proposals, targets = _training_losses(fixture, features, heads)
     for mine, theirs in LOSSES.items():
         assert_parity(f"transfiner {mine}", losses[mine], ref["losses"][theirs])
@@ -199,11 +197,11 @@ def test_training_equals_reference(fixture, features, tmp_path):
     assert torch.equal(boundary.bool(), ref["gt_boundary"].bool())
 
 
-def test_context_refinement_loss_equals_reference(fixture, features, tmp_path):
+def test_context_refinement_loss_equals_reference(fixture, features, project_heads, tmp_path):
     """No instance has nodes: the refinement loss is the L1 of the 14 x 14 context tokens."""
     ref = fixture["runs"]["no_nodes"]["train"]
     assert not any(ref["valid"]) and all(len(b) == 0 for b, _ in ref["nodes"])
-    heads = build_heads(fixture, "no_nodes", str(tmp_path))
+    heads = load_run(project_heads, fixture, "no_nodes", str(tmp_path))
     losses, _, _ = _training_losses(fixture, features, heads)
     assert_parity("transfiner loss_refine (context)", losses["loss_refine"],
                   ref["losses"]["loss_mask_refine"])  # fmt: skip
