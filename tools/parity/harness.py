@@ -6,12 +6,13 @@ A generator runs in two processes:
 * the **project side** (this environment): it makes the inputs, maps the reference's parameter
   names to the project's through the project's converter and sets every parameter by
   ``instseg_d2.testing.parity_tensor`` (``parity_reference_state_dict``), then writes the fixture;
-* the **reference side**: a child ``python -P`` whose ``PYTHONPATH`` starts with the reference
-  clone (then ``--extra-path`` folders for the reference's own dependencies, then this folder).
-  It imports the reference and nothing of the project (both register the same names in
-  detectron2's registries, and the Transfiner reference is a whole detectron2 fork). ``-P``
-  keeps this folder off the front of ``sys.path``, so that ``sparseinst.py`` here does not
-  shadow the reference's ``sparseinst`` package.
+* the **reference side**: a child python, started in a temporary folder, whose ``PYTHONPATH``
+  starts with the reference clone (then ``--extra-path`` folders for the reference's own
+  dependencies, then this folder). It imports the reference and nothing of the project (both
+  register the same names in detectron2's registries, and the Transfiner reference is a whole
+  detectron2 fork). The script is run by path (``runpy``), so that this folder is not at the
+  front of ``sys.path`` and ``sparseinst.py`` here does not shadow the reference's
+  ``sparseinst`` package.
 
 The two sides exchange ``torch.save`` files in a temporary folder: the parent calls
 ``run_reference(stage, payload)``; the child (the same script, started with ``--child STAGE``)
@@ -80,9 +81,14 @@ class Reference:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths + [HERE]), OMP_NUM_THREADS="1")
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(payload, os.path.join(tmp, "in.pt"))
-            cmd = [sys.executable, "-P", self.script, "--reference", self.args.reference]
+            # run the script by path from the temporary folder: neither this folder nor the
+            # repository is then at the front of sys.path (``python script.py`` would put this
+            # folder there, and sparseinst.py here would shadow the reference's package)
+            run = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], "
+            run += "run_name='__main__')"
+            cmd = [sys.executable, "-c", run, self.script, "--reference", self.args.reference]
             cmd += ["--child", stage, "--io", tmp]
-            done = subprocess.run(cmd, env=env, check=False)
+            done = subprocess.run(cmd, env=env, cwd=tmp, check=False)
             if done.returncode != 0:
                 raise SystemExit(f"reference side, stage {stage!r}: exit code {done.returncode}")
             return torch.load(os.path.join(tmp, "out.pt"), weights_only=False)
