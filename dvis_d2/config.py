@@ -47,9 +47,32 @@ def add_dvis_config(cfg: CN) -> None:
     cfg.MODEL.DVIS.LOSS.PI_DILATION = 8
     # Random sampling: pixels drawn per image among the instance pixels; all pairs among them.
     cfg.MODEL.DVIS.LOSS.PI_RANDOM_PIXELS = 1024
-    # Pairs only on instance pixels (paper). True: background is one more "instance" (research).
+    # Pairs only on instance pixels (paper). True: background is one more "instance" (research);
+    # with PI_PAIRS "reference": background pixels are pair centres too (research: pi_hasBG 1).
     cfg.MODEL.DVIS.LOSS.PI_INCLUDE_BACKGROUND = False
+    # Pixel pairs of L_pi (eq. 4-5: the sum over pairs (p1, p2) of L_h(|f(p1) - f(p2)|) or
+    # L_h(ReLU(m2 - |f(p1) - f(p2)|))).
+    # "foreground" (paper; default): pairs whose two pixels both lie on instances (both valid
+    #   pixels with PI_INCLUDE_BACKGROUND), each unordered pair once, inside the image; mean over
+    #   the pairs.
+    # "reference": the research code's pairs (its dilated-conv L_pi): every centre pixel on an
+    #   instance (every pixel with PI_INCLUDE_BACKGROUND, the research default) paired with the
+    #   pixel at each offset of its kernel, background or not; past the image border, the border
+    #   pixel; kernel: |dy| + |dx| < PI_CENTER, dy and dx multiples of PI_DILATION, and the whole
+    #   row and column through the centre, out to PI_WINDOW // 2; |f(p1) - f(p2)| clamped to
+    #   [1e-8, 5]; mean over centres x offsets. The background and border partners change the
+    #   term's scale (on the test's hand-checked row, "foreground" is 8/3 of it).
+    #   PI_SAMPLING "stratified" only.
+    cfg.MODEL.DVIS.LOSS.PI_PAIRS = "foreground"
     cfg.MODEL.DVIS.LOSS.MS_WEIGHT = 0.1  # Mumford-Shah (Cauchy, eq. 7) weight (research code 0.1)
+    # Normalisation of the Mumford-Shah term (eq. 7: the sum over pixels of
+    # log(|grad f|^2 + 1), forward differences).
+    # "all_pixels" (default): the mean over all pixels.
+    # "nonzero": the research code's mean over the non-zero terms only (the pixels where f
+    #   changes; first row and column left out, as its unpadded difference kernels): larger by
+    #   (all pixels / changing pixels), the more so the flatter the map (25/7 on the test's 6 x 6
+    #   map with one block).
+    cfg.MODEL.DVIS.LOSS.MS_NORMALIZATION = "all_pixels"
     cfg.MODEL.DVIS.LOSS.QUANT_WEIGHT = 0.5  # quantization |f - round(f)| weight (research 0.5)
 
     # ---- Discretization: mean-shift on the label values, connected components, filters.

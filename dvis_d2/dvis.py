@@ -16,7 +16,7 @@ from instseg_d2.layers import aligned_bilinear, boxes_from_masks
 from . import losses as L
 from .discretization import Candidates, Discretizer
 from .label_head import LabelHead
-from .targets import label_targets, valid_mask, verification_targets
+from .targets import LabelTargets, label_targets, valid_mask, verification_targets
 from .verification import VerificationHead, verification_losses, verification_scores
 
 
@@ -53,6 +53,8 @@ class DVIS(nn.Module):
         pi_dilation: int = 8,
         pi_random_pixels: int = 1024,
         pi_include_background: bool = False,
+        pi_pairs: str = "foreground",
+        ms_normalization: str = "all_pixels",
         huber_theta: float = 0.1,
         iou_high: float = 0.2,
         iou_low: float = 0.1,
@@ -67,6 +69,20 @@ class DVIS(nn.Module):
         if pi_sampling not in ("stratified", "random"):
             raise ValueError(
                 f"MODEL.DVIS.LOSS.PI_SAMPLING must be 'stratified' or 'random', got {pi_sampling!r}"
+            )
+        if pi_pairs not in ("foreground", "reference"):
+            raise ValueError(
+                f"MODEL.DVIS.LOSS.PI_PAIRS must be 'foreground' or 'reference', got {pi_pairs!r}"
+            )
+        if pi_pairs == "reference" and pi_sampling != "stratified":
+            raise ValueError(
+                "MODEL.DVIS.LOSS.PI_PAIRS 'reference' (the research code's dilated-kernel pairs) "
+                f"needs MODEL.DVIS.LOSS.PI_SAMPLING 'stratified', got {pi_sampling!r}"
+            )
+        if ms_normalization not in ("all_pixels", "nonzero"):
+            raise ValueError(
+                "MODEL.DVIS.LOSS.MS_NORMALIZATION must be 'all_pixels' or 'nonzero', got "
+                f"{ms_normalization!r}"
             )
         self.backbone = backbone
         self.in_feature = in_feature
@@ -85,10 +101,11 @@ class DVIS(nn.Module):
             margin=pi_margin,
             theta=huber_theta,
             diff_weight=pi_diff_weight,
+            pairs=pi_pairs,
         )
-        self.register_buffer(
-            "pi_offsets", L.stratified_offsets(pi_window, pi_center, pi_dilation), False
-        )
+        offsets = L.reference_offsets if pi_pairs == "reference" else L.stratified_offsets
+        self.register_buffer("pi_offsets", offsets(pi_window, pi_center, pi_dilation), False)
+        self.ms_normalization = ms_normalization
         self.huber_theta = huber_theta
         self.iou_high, self.iou_low = iou_high, iou_low
         self.add_gt_candidates = add_gt_candidates
@@ -140,6 +157,8 @@ class DVIS(nn.Module):
             "pi_dilation": d.LOSS.PI_DILATION,
             "pi_random_pixels": d.LOSS.PI_RANDOM_PIXELS,
             "pi_include_background": d.LOSS.PI_INCLUDE_BACKGROUND,
+            "pi_pairs": d.LOSS.PI_PAIRS,
+            "ms_normalization": d.LOSS.MS_NORMALIZATION,
             "huber_theta": d.LOSS.HUBER_THETA,
             "iou_high": d.VERIFY.IOU_HIGH,
             "iou_low": d.VERIFY.IOU_LOW,
@@ -181,16 +200,7 @@ class DVIS(nn.Module):
             self.stride,
             self.size_weight_max,
         )
-        losses = {
-            "loss_binary": L.binary_loss(
-                z, t.ids, t.valid, t.weights, self.binary_margin, self.huber_theta
-            ),
-            "loss_pi": L.permutation_invariant_loss(
-                f, t.ids, t.valid, offsets=self.pi_offsets, **self.pi
-            ),
-            "loss_ms": L.mumford_shah_loss(f, t.valid),
-            "loss_quant": L.quantization_loss(f, t.valid),
-        }
+        losses = self.variational_losses(z, t)
 
         candidates = self.discretizer(f.detach(), valid)
         storage = get_event_storage()
@@ -214,6 +224,25 @@ class DVIS(nn.Module):
             logits, iou, torch.cat(cls_t), torch.cat(iou_t), self.huber_theta
         )
         return {k: v * self.loss_weights[k] for k, v in losses.items()}
+
+    def variational_losses(self, z: torch.Tensor, t: LabelTargets) -> Dict[str, torch.Tensor]:
+        """The four terms of the variational loss (eq. 2-7), not yet weighted.
+
+        Args:
+            z: (B, h, w) raw label-map output; ``f = ReLU(z)``.
+            t: the targets at the label map's resolution.
+        """
+        f = F.relu(z)
+        return {
+            "loss_binary": L.binary_loss(
+                z, t.ids, t.valid, t.weights, self.binary_margin, self.huber_theta
+            ),
+            "loss_pi": L.permutation_invariant_loss(
+                f, t.ids, t.valid, offsets=self.pi_offsets, **self.pi
+            ),
+            "loss_ms": L.mumford_shah_loss(f, t.valid, self.ms_normalization),
+            "loss_quant": L.quantization_loss(f, t.valid),
+        }
 
     @torch.no_grad()
     def inference(self, batched_inputs, do_postprocess: bool = True):

@@ -6,7 +6,7 @@ seconds; ``train_and_evaluate`` runs train_net's path in-process and returns COC
 """
 
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from .data.coco import register_coco_instances_checked
 from .data.shapes import ShapesSpec, generate_shapes
@@ -213,3 +213,83 @@ def parity_batched_inputs(inputs: dict, training: bool) -> list:
             d["instances"] = inst
         out.append(d)
     return out
+
+
+def parity_reference_state_dict(
+    template: dict, convert: Callable[[dict], dict], overrides: Optional[dict] = None
+) -> dict:
+    """The deterministic weights of a model, in the REFERENCE implementation's names.
+
+    Every entry gets ``parity_tensor(project name, project shape)`` (reshaped to the reference's
+    shape, e.g. a 1x1 conv that is a linear layer in the project), the project's name and shape
+    being what ``convert`` (the project's converter of reference checkpoints) makes of it; so a
+    reference model set with these weights and the project's model loading them through its
+    converter hold the same values. Integer buffers are zero.
+
+    Args:
+        template: ``{reference name: (shape, dtype name)}``, e.g. from a parity fixture.
+        convert: reference-named state dict -> project-named state dict.
+        overrides: by project name, as :func:`parity_state_dict`.
+    """
+    import torch
+
+    names = list(template)
+    tagged = {k: torch.full(tuple(shape), float(i)) for i, (k, (shape, _)) in
+              enumerate(template.items())}  # fmt: skip
+    converted = convert(tagged)
+    values = parity_state_dict(converted, overrides)
+    out = {}
+    for key, tag in converted.items():
+        ref = names[int(tag.reshape(-1)[0])]
+        shape, dtype = template[ref]
+        if getattr(torch, dtype).is_floating_point:
+            out[ref] = values[key].reshape(shape)
+        else:
+            out[ref] = torch.zeros(shape, dtype=getattr(torch, dtype))
+    if sorted(out) != sorted(names):
+        raise ValueError(f"the converter lost or duplicated keys: {sorted(set(names) - set(out))}")
+    return out
+
+
+def load_reference_weights(model, state_dict: dict, folder: str) -> str:
+    """Load a state dict in a reference implementation's names into ``model`` the way
+    ``MODEL.WEIGHTS`` does: saved as a checkpoint file in ``folder`` and read back by
+    :class:`~instseg_d2.engine.checkpoint.InstSegCheckpointer` (strict: no parameter of the
+    model may stay unloaded), which converts it. Returns the file's path."""
+    import torch
+
+    from .engine.checkpoint import InstSegCheckpointer
+
+    path = os.path.join(folder, "reference_weights.pth")
+    torch.save({"model": state_dict}, path)
+    InstSegCheckpointer(model, strict=True).load(path)
+    return path
+
+
+def assert_parity(name: str, actual, expected, rtol: float = 1e-5) -> float:
+    """Assert that ``actual`` equals a reference implementation's ``expected`` to ``rtol``
+    relative to the scale of ``expected`` (its largest magnitude), i.e.
+    ``max |actual - expected| <= rtol * max |expected|``; shapes must be equal. Prints and
+    returns that relative difference (``pytest -s`` shows the figures)."""
+    import torch
+
+    actual = torch.as_tensor(actual).detach().double()
+    expected = torch.as_tensor(expected).detach().double()
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
+    diff = float((actual - expected).abs().max()) if expected.numel() else 0.0
+    scale = float(expected.abs().max()) if expected.numel() else 0.0
+    rel = diff / scale if scale > 0 else diff
+    print(f"parity {name}: max abs diff {diff:.3g}, relative to max |reference| {rel:.3g}")
+    assert rel <= rtol, f"{name}: max abs diff {diff:.3g} is {rel:.3g} of the reference's scale"
+    return rel
+
+
+def unpack_bits(packed: dict) -> "torch.Tensor":
+    """A bool tensor that a parity fixture stores 8 pixels a byte (``{"bits", "shape"}``,
+    ``numpy.packbits`` of the flattened mask, as ``tools/parity/harness.py: pack_bits``)."""
+    import numpy as np
+    import torch
+
+    n = int(np.prod(packed["shape"]))
+    bits = np.unpackbits(packed["bits"].numpy(), count=n).astype(bool)
+    return torch.from_numpy(bits.reshape(tuple(packed["shape"])))
