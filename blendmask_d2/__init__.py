@@ -1,9 +1,10 @@
 """BlendMask (Chen et al., CVPR 2020) on the shared FCOS. Importing registers the ``BlendMask``
-meta-architecture."""
+meta-architecture and the converter of AdelaiDet's BlendMask checkpoints."""
 
 from .basis_module import ProtoNet, thing_semantic_targets
 from .blender import Blender, blend
 from .blendmask import BlendMask
+from .checkpoint import convert_reference_state_dict
 from .config import add_blendmask_config
 
 NUM_CLASSES_KEYS = ("MODEL.BASIS_MODULE.NUM_CLASSES",)
@@ -15,5 +16,6 @@ __all__ = [
     "ProtoNet",
     "add_blendmask_config",
     "blend",
+    "convert_reference_state_dict",
     "thing_semantic_targets",
 ]

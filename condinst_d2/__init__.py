@@ -1,6 +1,7 @@
 """CondInst (Tian, Shen, Chen, ECCV 2020) on the shared FCOS. Importing registers the
-``CondInst`` meta-architecture."""
+``CondInst`` meta-architecture and the converter of AdelaiDet's CondInst checkpoints."""
 
+from .checkpoint import convert_reference_state_dict
 from .condinst import CondInst
 from .config import add_condinst_config
 from .dynamic_head import DynamicMaskHead, dynamic_param_counts
@@ -15,6 +16,7 @@ __all__ = [
     "MaskBranch",
     "NUM_CLASSES_KEYS",
     "add_condinst_config",
+    "convert_reference_state_dict",
     "dynamic_param_counts",
     "semantic_targets",
 ]

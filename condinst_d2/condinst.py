@@ -135,14 +135,18 @@ class CondInst(OneStageDetector):
                 for d in detections:
                     d.pred_global_masks = mask_feats.new_zeros(0, 1, *self._out_size(mask_feats))
                 return detections
-            cat = Instances.cat(detections)
+            # the fields are concatenated one by one: Instances.cat refuses images of
+            # different sizes, which a batch may hold
+            top_feat, locations, levels = (
+                torch.cat([d.get(k) for d in detections])
+                for k in ("top_feat", "locations", "fpn_levels")
+            )
             im_inds = torch.repeat_interleave(
                 torch.arange(len(n), device=self.device), torch.tensor(n, device=self.device)
             )
             probs = self.mask_head(
-                mask_feats, self.mask_branch.out_stride, im_inds, cat.top_feat, cat.locations,
-                cat.fpn_levels,
-            ).sigmoid()  # fmt: skip
+                mask_feats, self.mask_branch.out_stride, im_inds, top_feat, locations, levels
+            ).sigmoid()
             for d, p in zip(detections, probs.split(n)):
                 d.pred_global_masks = p
         return detections

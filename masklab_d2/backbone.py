@@ -4,7 +4,8 @@ detectron2's FPN returns only its pyramid; MaskLab's refinement also needs "conv
 7x7 conv + ReLU, stride 2, before the max pool) and "res2". This backbone runs detectron2's ResNet
 and FPN modules unchanged (same parameters) and returns both. Its parameters are stored as
 ``bottom_up.*`` (as detectron2's) and ``fpn.*``; a detectron2 ResNet-FPN checkpoint (e.g. of the
-Mask R-CNN baseline, whose FPN convs are at the backbone's top level) loads into it unchanged.
+Mask R-CNN baseline, whose FPN convs are at the backbone's top level) loads into it through the
+converter of :mod:`masklab_d2.checkpoint`.
 """
 
 from typing import Dict, List
@@ -56,15 +57,6 @@ class MaskLabResNetFPN(Backbone):
         self.hypercolumn_features = list(hypercolumn_features)
         self._out_shapes = dict(fpn.output_shape())
         self._out_shapes.update({f: shapes[f] for f in self.hypercolumn_features})
-        self._register_load_state_dict_pre_hook(self._accept_detectron2_fpn_keys)
-
-    def _accept_detectron2_fpn_keys(self, state_dict, prefix, *args) -> None:
-        """Load hook: detectron2's FPN keeps its lateral / output convs (and norms) at its top
-        level, e.g. ``backbone.fpn_lateral2.weight``; here they are ``backbone.fpn.*``."""
-        for name in self.fpn.state_dict():
-            old, new = prefix + name, prefix + "fpn." + name
-            if old in state_dict and new not in state_dict:
-                state_dict[new] = state_dict.pop(old)
 
     def _bottom_up_shapes(self) -> Dict[str, ShapeSpec]:
         stem = self.bottom_up.stem

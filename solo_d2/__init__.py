@@ -1,11 +1,12 @@
 """SOLO, Decoupled SOLO and SOLOv2 on Detectron2 (meta-architecture ``SOLO``).
 
-Importing the package registers the ``SOLO`` meta-architecture and the heads ``SOLOHead``,
-``DecoupledSOLOHead`` and ``SOLOv2Head`` (``MODEL.SOLO.HEAD_NAME``).
+Importing the package registers the ``SOLO`` meta-architecture, the heads ``SOLOHead``,
+``DecoupledSOLOHead`` and ``SOLOv2Head`` (``MODEL.SOLO.HEAD_NAME``) and the converter of
+AdelaiDet's SOLOv2 checkpoints.
 """
 
 from .config import add_solo_config
-from .convert import convert_adelaidet_solov2
+from .checkpoint import convert_reference_state_dict
 from .heads import SOLO_HEAD_REGISTRY, DecoupledSOLOHead, SOLOHead, SOLOv2Head, build_solo_head
 from .meta_arch import SOLO
 
@@ -21,5 +22,5 @@ __all__ = [
     "SOLOv2Head",
     "add_solo_config",
     "build_solo_head",
-    "convert_adelaidet_solov2",
+    "convert_reference_state_dict",
 ]

@@ -11,7 +11,6 @@ from torch import nn
 
 from instseg_d2.layers import boxes_from_masks
 
-from .convert import convert_adelaidet_solov2, is_adelaidet_solov2
 from .heads import SOLOv2Head, build_solo_head, rescale_instance_levels
 from .losses import solo_losses
 from .postprocess import SOLOPostProcessor, masks_to_image
@@ -78,8 +77,6 @@ class SOLO(nn.Module):
         )
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        # MODEL.WEIGHTS may be one of AdelaiDet's SOLOv2 checkpoints: renamed when loaded
-        self.register_load_state_dict_pre_hook(_load_adelaidet_solov2)
 
     @classmethod
     def from_config(cls, cfg):
@@ -190,18 +187,6 @@ class SOLO(nn.Module):
             inst.pred_boxes = Boxes(boxes_from_masks(masks))
             results.append({"instances": inst})
         return results
-
-
-def _load_adelaidet_solov2(module, state_dict, prefix, *args) -> None:
-    """load_state_dict pre-hook: rename AdelaiDet SOLOv2 keys (see :mod:`solo_d2.convert`)."""
-    own = {k[len(prefix) :]: k for k in state_dict if k.startswith(prefix)}
-    if not is_adelaidet_solov2(own):
-        return
-    converted = convert_adelaidet_solov2({k: state_dict[full] for k, full in own.items()})
-    for full in own.values():
-        del state_dict[full]
-    for k, v in converted.items():
-        state_dict[prefix + k] = v
 
 
 def _check_levels(s, shapes) -> None:

@@ -15,14 +15,16 @@ reference                                          this package
 (the reference's conv stacks interleave ``nn.ReLU`` modules; here each conv carries its ReLU).
 Everything else (``encoder.ppm.bottleneck``, ``encoder.fusion``, ``decoder.inst_branch.{iam_conv,
 fc, cls_score, mask_kernel, objectness, softmax_bias}``, ``decoder.mask_branch.projection``)
-keeps its name. :class:`~sparseinst_d2.SparseInst` converts such a state dict when it is loaded
-(``MODEL.WEIGHTS``), so the published ``.pth`` files work as they are.
+keeps its name. The converter is registered for the ``SparseInst`` meta-architecture, so the
+published ``.pth`` files work as they are in ``MODEL.WEIGHTS``.
 """
 
 import re
 from typing import Dict
 
 import torch
+
+from instseg_d2.engine.conversion import register_reference_converter
 
 # Patterns that only the reference's names have.
 _REFERENCE_ONLY = re.compile(
@@ -90,3 +92,8 @@ def _conv_index(prefix: str, m: "re.Match") -> str:
     if i % 2:
         raise ValueError(f"{m.group(0)}: odd indices are ReLUs in the reference, not convs")
     return f"{prefix}.convs.{i // 2}."
+
+
+register_reference_converter(
+    "SparseInst", "hustvl/SparseInst", is_reference_state_dict, convert_reference_state_dict
+)

@@ -5,7 +5,6 @@ pass gives N predictions per image; they are scored and rescored without NMS
 (:mod:`sparseinst_d2.postprocess`).
 """
 
-import logging
 from typing import Dict, List, Sequence
 
 import torch
@@ -14,13 +13,10 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
-from .checkpoint import convert_reference_state_dict, is_reference_state_dict
 from .decoder import build_sparseinst_decoder
 from .encoder import build_sparseinst_encoder
 from .loss import SparseInstCriterion, target_masks
 from .postprocess import detect, score_queries
-
-logger = logging.getLogger(__name__)
 
 
 @META_ARCH_REGISTRY.register()
@@ -60,7 +56,6 @@ class SparseInst(nn.Module):
         self.size_divisibility = max(size_divisibility, backbone.size_divisibility)
         self.cls_threshold, self.mask_threshold = cls_threshold, mask_threshold
         self.max_detections = max_detections
-        self._register_load_state_dict_pre_hook(_convert_reference_checkpoint, with_module=True)
 
     @classmethod
     def from_config(cls, cfg):
@@ -149,32 +144,3 @@ class SparseInst(nn.Module):
             inst.pred_classes = classes
             results.append({"instances": inst})
         return results
-
-
-def _convert_reference_checkpoint(module, state_dict, prefix, *args):
-    """Load-time hook: a state dict of the reference implementation gets this model's names.
-
-    Converted parameters whose shape differs from the model's (e.g. a COCO classifier loaded
-    for another dataset) are left out with a warning, so that they keep their initialisation
-    when fine-tuning and count as missing (an error) when evaluating.
-    """
-    own = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    if not is_reference_state_dict(own):
-        return
-    for k in own:
-        del state_dict[prefix + k]
-    mine = module.state_dict()
-    skipped = []
-    for k, v in convert_reference_state_dict(own).items():
-        if k in mine and tuple(mine[k].shape) != tuple(v.shape):
-            skipped.append(f"  {k}: checkpoint {tuple(v.shape)} -> model {tuple(mine[k].shape)}")
-            continue
-        state_dict[prefix + k] = v
-    logger.info("Converted a checkpoint of the reference SparseInst (%d tensors)", len(own))
-    if skipped:
-        logger.warning(
-            "%d parameter(s) of the reference checkpoint have another shape than the model's "
-            "and are not loaded:\n%s",
-            len(skipped),
-            "\n".join(skipped),
-        )

@@ -44,3 +44,21 @@ def load_tool(repo_root):
         return module
 
     return load
+
+
+@pytest.fixture
+def checkpoint_log():
+    """Messages logged by the checkpointers (fvcore's checkpoint logger, INFO and above) while
+    the test runs. detectron2's logging setup stops them from reaching pytest's caplog."""
+    import logging
+
+    messages = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    log = logging.getLogger("fvcore.common.checkpoint")
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    yield messages
+    log.removeHandler(handler)
+    log.setLevel(level)

@@ -1,5 +1,6 @@
-"""AdelaiDet checkpoints (FCOS_R_50_1x, CondInst_MS_R_50_1x, BlendMask_R_50_1x) load with no
-missing and no unexpected keys.
+"""AdelaiDet checkpoints (FCOS_R_50_1x, CondInst_MS_R_50_1x, BlendMask_R_50_1x), saved as the
+reference saves them, load through the project's checkpointer with no missing and no unexpected
+keys; a checkpoint of another model is refused.
 
 The reference state dicts are written down here from AdelaiDet's code (commit 3672122):
 detectron2's ResNet-50 (FrozenBN) + FPN on res3-res5 with ``LastLevelP6P7`` on P5
@@ -13,7 +14,7 @@ CondInst's ``controller`` / ``MaskBranch`` / ``DynamicMaskHead`` buffers
 import pytest
 import torch
 
-from instseg_d2.modeling.adelaidet import NotAnAdelaiDetCheckpoint, convert_adelaidet_state_dict
+from instseg_d2.engine import CheckpointMismatchError, InstSegCheckpointer, Trainer, build_config
 
 C = 80  # COCO
 
@@ -115,51 +116,69 @@ def _state(shapes, prefix=""):
 
 
 CASES = [
-    ("OneStageDetector", "configs/FCOS/FCOS_R_50_1x.yaml"),
-    ("CondInst", "configs/CondInst/MS_R_50_1x.yaml"),
-    ("BlendMask", "configs/BlendMask/R_50_1x.yaml"),
+    ("OneStageDetector", "configs/FCOS/FCOS_R_50_1x.yaml", "AdelaiDet FCOS"),
+    ("CondInst", "configs/CondInst/MS_R_50_1x.yaml", "AdelaiDet CondInst"),
+    ("BlendMask", "configs/BlendMask/R_50_1x.yaml", "AdelaiDet BlendMask"),
 ]
 
 
-@pytest.mark.parametrize("kind,config", CASES)
-def test_reference_checkpoint_loads_without_missing_or_unexpected(kind, config, repo_root):
-    from instseg_d2.engine import Trainer, build_config
-
+def _model(repo_root, config):
     cfg = build_config(f"{repo_root}/{config}", ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"])
-    model = Trainer.build_model(cfg)
+    return Trainer.build_model(cfg)
+
+
+@pytest.mark.parametrize("kind,config,source", CASES)
+def test_reference_checkpoint_loads_without_missing_or_unexpected(
+    kind, config, source, repo_root, tmp_path, checkpoint_log
+):
+    model = _model(repo_root, config)
     # published checkpoints: DDP-style prefix, older names, detectron2's old persistent buffers
     ref = _state(reference_shapes(kind, legacy=kind == "BlendMask"), "module.")
     ref["module.pixel_mean"], ref["module.pixel_std"] = torch.zeros(3, 1, 1), torch.ones(3, 1, 1)
-    converted = convert_adelaidet_state_dict(ref, kind)
-    incompatible = model.load_state_dict(converted, strict=False)
-    assert incompatible.missing_keys == [] and incompatible.unexpected_keys == []
+    path = str(tmp_path / "reference.pth")
+    torch.save({"model": ref, "iteration": 89999}, path)
+    InstSegCheckpointer(model, strict=True).load(path)  # strict: no parameter left missing
+
     mine = model.state_dict()
-    assert {k: tuple(v.shape) for k, v in converted.items()} == {
-        k: tuple(mine[k].shape) for k in converted
-    }
-    key = "proposal_generator.fcos_head.ctrness.weight"
-    assert torch.equal(
-        mine[key],
-        ref[f"module.{key.replace('ctrness', 'centerness') if kind == 'BlendMask' else key}"],
+    assert len(mine) == len(ref) - 2 - 2 * (kind == "CondInst")  # without the dropped buffers
+    for key, value in mine.items():
+        name = "module." + key
+        if kind == "BlendMask":
+            name = name.replace("ctrness", "centerness")
+        assert torch.equal(value, ref[name]), key
+    dropped = ("mask_head.sizes_of_interest, mask_head._iter, " if kind == "CondInst" else "") + (
+        "pixel_mean, pixel_std"
+    )  # in the checkpoint's order
+    renamed = 2 if kind == "BlendMask" else 0  # ctrness.weight, ctrness.bias
+    line = (
+        f"Checkpoint '{path}': recognised a checkpoint of {source}; renamed {renamed} keys, "
+        f"dropped {dropped}, removed the 'module.' prefix"
     )
+    assert line in checkpoint_log
+    assert not any("not used by the model" in m for m in checkpoint_log)
 
 
-def test_converter_refuses_another_model():
-    cond = _state(reference_shapes("CondInst"))
-    with pytest.raises(NotAnAdelaiDetCheckpoint, match="CondInst model.*not BlendMask"):
-        convert_adelaidet_state_dict(cond, "BlendMask")
-    with pytest.raises(NotAnAdelaiDetCheckpoint, match="fcos_head"):
-        convert_adelaidet_state_dict(
-            {"roi_heads.box_predictor.cls_score.weight": torch.zeros(1)}, "CondInst"
-        )
-    with pytest.raises(ValueError, match="meta_architecture"):
-        convert_adelaidet_state_dict(cond, "SOLOv2")
+def test_another_models_checkpoint_is_refused_naming_both(repo_root, tmp_path):
+    cond = tmp_path / "condinst.pth"
+    torch.save({"model": _state(reference_shapes("CondInst"))}, cond)
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"condinst.pth' does not fit the model \(BlendMask\): it is a checkpoint of "
+        r"AdelaiDet CondInst \(for a CondInst model\), and the model has no CondInst",
+    ):
+        InstSegCheckpointer(_model(repo_root, "configs/BlendMask/R_50_1x.yaml")).load(str(cond))
 
 
-def test_convert_tool_round_trip(tmp_path, load_tool):
-    tool = load_tool("fcos_convert_adelaidet")
-    src, dst = tmp_path / "ref.pth", tmp_path / "out.pth"
-    torch.save({"model": _state(fcos_head(), "module.")}, src)
-    tool.main([str(src), str(dst), "--meta-arch", "OneStageDetector"])
-    out = torch.load(dst, weights_only=False)["model"]
-    assert set(out) == set(fcos_head())
+def test_fcos_checkpoint_initialises_condinst_detector(repo_root, tmp_path, checkpoint_log):
+    # FCOS's converter is registered for every model with an FCOS module: fine-tuning CondInst
+    # from an FCOS detector loads the detector; evaluating (strict) refuses the missing masks
+    fcos = tmp_path / "fcos.pth"
+    state = _state(reference_shapes("OneStageDetector"))
+    torch.save({"model": state}, fcos)
+    model = _model(repo_root, "configs/CondInst/MS_R_50_1x.yaml")
+    InstSegCheckpointer(model).load(str(fcos))
+    key = "proposal_generator.fcos_head.bbox_pred.weight"
+    assert torch.equal(model.state_dict()[key], state[key])
+    assert any("recognised a checkpoint of AdelaiDet FCOS" in m for m in checkpoint_log)
+    with pytest.raises(CheckpointMismatchError, match="lacks .* parameter"):
+        InstSegCheckpointer(model, strict=True).load(str(fcos))

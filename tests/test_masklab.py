@@ -313,13 +313,14 @@ def test_backbone_is_detectron2_resnet_fpn(repo_root):
     assert a["res2"].shape == (1, 64, 16, 24)
 
 
-def test_mask_rcnn_checkpoint_loads_into_masklab(repo_root, tmp_path):
+def test_mask_rcnn_checkpoint_loads_into_masklab(repo_root, tmp_path, checkpoint_log):
     # MaskLab's reference detector is detectron2's Mask R-CNN (ResNet-FPN, RPN, box head): its
     # checkpoint, with detectron2's names and shapes, loads with nothing unexpected and nothing
     # missing but MaskLab's own mask branch (dense logits, fusion, refinement).
     from detectron2.modeling import build_model
 
     from instseg_d2.engine import InstSegCheckpointer, build_config
+    from instseg_d2.engine.conversion import convert_reference_checkpoint, model_parts
 
     mrcnn_cfg = build_config(os.path.join(repo_root, "configs/MaskRCNN/shapes_R_18_FPN.yaml"),
                              ["MODEL.ROI_HEADS.NUM_CLASSES", "5", "MODEL.DEVICE", "cpu"])  # fmt: skip
@@ -328,7 +329,10 @@ def test_mask_rcnn_checkpoint_loads_into_masklab(repo_root, tmp_path):
     ref_sd = ref.state_dict()
     assert "backbone.fpn_lateral2.weight" in ref_sd  # detectron2's FPN names
     detector = {k: v for k, v in ref_sd.items() if not k.startswith("roi_heads.mask_head.")}
-    incompatible = ours.load_state_dict(detector, strict=False)
+    converted, report = convert_reference_checkpoint(detector, model_parts(ours))
+    assert report.sources == ["detectron2 GeneralizedRCNN", "detectron2 ResNet-FPN"]
+    assert report.renamed == sum(k.startswith("backbone.fpn_") for k in detector) > 0
+    incompatible = ours.load_state_dict(converted, strict=False)
     assert not incompatible.unexpected_keys, incompatible.unexpected_keys
     assert set(incompatible.missing_keys) == {
         k for k in ours.state_dict() if k.startswith("roi_heads.mask_head.")
@@ -338,6 +342,8 @@ def test_mask_rcnn_checkpoint_loads_into_masklab(repo_root, tmp_path):
     InstSegCheckpointer(ref, str(tmp_path)).save("mask_rcnn")
     ours = build_model(_cfg(repo_root))
     InstSegCheckpointer(ours).load(str(tmp_path / "mask_rcnn.pth"))
+    assert any("recognised a checkpoint of detectron2 GeneralizedRCNN + detectron2 ResNet-FPN"
+               in m for m in checkpoint_log)  # fmt: skip
     got = ours.state_dict()
     for k in ("backbone.fpn_lateral2.weight", "backbone.fpn_output5.bias",
               "backbone.bottom_up.res4.1.conv2.weight", "proposal_generator.rpn_head.conv.weight",

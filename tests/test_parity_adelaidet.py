@@ -19,7 +19,6 @@ from detectron2.structures import Boxes, Instances
 
 from instseg_d2.engine import build_config
 from instseg_d2.engine.checkpoint import InstSegCheckpointer
-from instseg_d2.modeling.adelaidet import convert_adelaidet_state_dict
 from instseg_d2.testing import parity_batched_inputs, parity_name_map, parity_reference_state
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "parity")
@@ -50,27 +49,21 @@ SOLOV2_OPTS = [
     "MODEL.SOLO.MASK_CHANNELS", "32",
     "MODEL.SOLO.NUM_MASKS", "32",
 ]  # fmt: skip
-_KIND = {"fcos": "OneStageDetector", "condinst": "CondInst", "blendmask": "BlendMask"}
+_CONVERTERS = {
+    "fcos": "instseg_d2.modeling.fcos.checkpoint",
+    "condinst": "condinst_d2.checkpoint",
+    "blendmask": "blendmask_d2.checkpoint",
+    "solov2": "solo_d2.checkpoint",
+}
 
 
 # ------------------------------------------------------------------------------- helpers
 def project_converter(method):
     """The project's converter of the method's reference checkpoints (reference state dict ->
     project state dict); it defines which project name each reference parameter has."""
-    if method == "solov2":
-        from solo_d2.convert import convert_adelaidet_solov2
+    import importlib
 
-        return convert_adelaidet_solov2
-    return lambda sd: convert_adelaidet_state_dict(sd, _KIND[method])
-
-
-def checkpoint_state(method, reference_state):
-    """What a user's checkpoint file of the reference holds, as the checkpointer needs it
-    today: FCOS/CondInst/BlendMask files converted first, SOLOv2 files as they are (the model
-    renames them while loading)."""
-    if method == "solov2":
-        return reference_state
-    return project_converter(method)(reference_state)
+    return importlib.import_module(_CONVERTERS[method]).convert_reference_state_dict
 
 
 def load_fixture(name):
@@ -92,7 +85,7 @@ def project_model(method, fixture, tmp_path, repo_root, opts=()):
     names = parity_name_map(params, project_converter(method))
     state = parity_reference_state(params, names, fixture["overrides"])
     path = str(tmp_path / f"{method}_reference_weights.pth")
-    torch.save({"model": checkpoint_state(method, state)}, path)
+    torch.save({"model": state}, path)  # a raw reference file: converted while loading
     InstSegCheckpointer(model, strict=True).load(path)
     return model
 

@@ -456,14 +456,12 @@ def _adelaidet_solov2_head_spec(num_classes=80, fpn=256, ch=512, convs=4, e=256,
     return spec
 
 
-def test_adelaidet_solov2_checkpoint_loads(tmp_path, repo_root, load_tool):
+def test_adelaidet_solov2_checkpoint_loads(tmp_path, repo_root, checkpoint_log):
     from detectron2.modeling import build_model
     from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
 
-    from instseg_d2.engine import InstSegCheckpointer, build_config
-    from solo_d2.convert import NotAdelaiDetSOLOv2Error, convert_adelaidet_solov2
-
-    cli = load_tool("solo_convert_adelaidet")
+    from instseg_d2.engine import CheckpointMismatchError, InstSegCheckpointer, build_config
+    from solo_d2.checkpoint import NotAdelaiDetSOLOv2Error, convert_reference_state_dict
 
     cfg = build_config(f"{repo_root}/configs/SOLO/SOLOv2_R50_3x.yaml",
                        ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])  # fmt: skip
@@ -474,26 +472,25 @@ def test_adelaidet_solov2_checkpoint_loads(tmp_path, repo_root, load_tool):
     ref.update(_adelaidet_solov2_head_spec())
     g = torch.Generator().manual_seed(0)
     state = {k: torch.randn(shape, generator=g) for k, shape in ref.items()}
-    converted = convert_adelaidet_solov2({"model": state})
-    incompatible = model.load_state_dict(converted, strict=False)
-    assert incompatible.missing_keys == [] and incompatible.unexpected_keys == []
-    assert len(converted) == len(model.state_dict()) == len(ref)
+    # the published file, through the platform's strict (evaluation) checkpointer
+    src = tmp_path / "SOLOv2_R50_3x.pth"
+    torch.save({"model": state}, src)
+    InstSegCheckpointer(model, strict=True).load(str(src))  # strict: nothing left missing
     sd = model.state_dict()
+    assert len(sd) == len(ref)  # and nothing unexpected
+    assert not any("not used by the model" in m for m in checkpoint_log)
+    n_head = sum(k.startswith(("ins_head.", "mask_head.")) for k in ref)
+    assert (
+        f"recognised a checkpoint of AdelaiDet SOLOv2; renamed {n_head} keys" in checkpoint_log[-1]
+    )
     assert torch.equal(sd["head.kernel_tower.0.weight"], state["ins_head.kernel_tower.0.weight"])
     assert torch.equal(sd["head.cate_branch.tower.10.bias"], state["ins_head.cate_tower.10.bias"])
     assert torch.equal(sd["head.mask_branch.levels.3.2.0.weight"],
                        state["mask_head.convs_all_levels.3.conv2.0.weight"])  # fmt: skip
-    # through the CLI and the platform's strict (evaluation) checkpointer
-    src, dst = tmp_path / "SOLOv2_R50_3x.pth", tmp_path / "converted.pth"
-    torch.save({"model": state}, src)
-    cli.main([str(src), str(dst)])
-    fresh = build_model(cfg)
-    InstSegCheckpointer(fresh, strict=True).load(str(dst))
-    assert torch.equal(
-        fresh.state_dict()["head.mask_branch.pred.1.bias"], state["mask_head.conv_pred.1.bias"]
-    )
-    # another model's checkpoint, or a key that fits no AdelaiDet name, is refused
+    assert torch.equal(sd["head.mask_branch.pred.1.bias"], state["mask_head.conv_pred.1.bias"])
+    # a key that fits no AdelaiDet name is refused, naming the file and the key
+    torch.save({"model": {**state, "ins_head.extra.weight": torch.zeros(1)}}, src)
+    with pytest.raises(CheckpointMismatchError, match="SOLOv2_R50_3x.pth.*ins_head.extra.weight"):
+        InstSegCheckpointer(build_model(cfg)).load(str(src))
     with pytest.raises(NotAdelaiDetSOLOv2Error, match="no 'ins_head"):
-        convert_adelaidet_solov2({"roi_heads.box_predictor.cls_score.weight": torch.zeros(1)})
-    with pytest.raises(NotAdelaiDetSOLOv2Error, match="ins_head.extra.weight"):
-        convert_adelaidet_solov2({**state, "ins_head.extra.weight": torch.zeros(1)})
+        convert_reference_state_dict({"roi_heads.box_predictor.cls_score.weight": torch.zeros(1)})

@@ -285,7 +285,7 @@ def _reference_giam_r50_state_dict(backbone_shapes):
     return {k: torch.randn(s, generator=gen) for k, s in shapes.items()}
 
 
-def test_reference_checkpoint_loads_exactly(tmp_path, repo_root):
+def test_reference_checkpoint_loads_exactly(tmp_path, repo_root, checkpoint_log):
     from detectron2.modeling import build_backbone, build_model
 
     from instseg_d2.engine import InstSegCheckpointer, build_config
@@ -306,6 +306,12 @@ def test_reference_checkpoint_loads_exactly(tmp_path, repo_root):
     mine = model.state_dict()
     converted = convert_reference_state_dict(ref)
     assert sorted(converted) == sorted(mine)  # no missing, no unexpected key
+    assert not any("not used by the model" in m for m in checkpoint_log)
+    renamed = sum(k.startswith(("encoder.fpn_", "encoder.ppm.stages", "decoder.inst_branch.inst_",
+                                "decoder.mask_branch.mask_")) for k in ref)  # fmt: skip
+    assert checkpoint_log[-1] == (
+        f"Checkpoint {path!r}: recognised a checkpoint of hustvl/SparseInst; renamed {renamed} keys"
+    )
     assert all(torch.equal(mine[k], v) for k, v in converted.items())
     enc, dec = model.encoder, model.decoder
     assert torch.equal(enc.lateral_convs[2].weight, ref["encoder.fpn_laterals.0.weight"])

@@ -71,15 +71,22 @@ def reference_state_dict(models):
     return sd
 
 
-def test_reference_state_dict_loads_without_missing_or_unexpected_keys(
-    models, reference_state_dict
+def test_reference_checkpoint_file_loads_in_strict_mode(
+    models, reference_state_dict, tmp_path, checkpoint_log
 ):
+    # the path of MODEL.WEIGHTS with --eval-only: a reference .pth, strict checkpointer
     _, model, _ = models
-    result = model.load_state_dict(dict(reference_state_dict), strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
-    sd = model.state_dict()
+    path = str(tmp_path / "transfiner_r50_1x.pth")
+    torch.save({"model": reference_state_dict, "iteration": 89999}, path)
+    InstSegCheckpointer(model, strict=True).load(path)  # raises on missing keys or other shapes
+    assert not any("not used by the model" in m for m in checkpoint_log)  # nothing unexpected
+    assert len(model.state_dict()) == len(reference_state_dict)
+    assert checkpoint_log[-1] == (
+        f"Checkpoint {path!r}: recognised a checkpoint of detectron2 GeneralizedRCNN + "
+        f"SysCV/transfiner; renamed {len(reference_transfiner_shapes())} keys"
+    )
     # values land where they belong (1x1 convs become linear layers)
-    ref = reference_state_dict
+    sd, ref = model.state_dict(), reference_state_dict
     torch.testing.assert_close(sd["roi_heads.mask_head.refiner.transformer.input_proj.weight"],
                                ref["roi_heads.mask_head.encoder.conv_fuse.weight"][:, :, 0, 0])  # fmt: skip
     torch.testing.assert_close(sd["roi_heads.semantic_head.convs.3.weight"],
@@ -88,18 +95,6 @@ def test_reference_state_dict_loads_without_missing_or_unexpected_keys(
                                ref["roi_heads.mask_head.mask_fcn_uncertain4.bias"])  # fmt: skip
     torch.testing.assert_close(sd["roi_heads.mask_head.mask_fcn1.weight"],
                                ref["roi_heads.mask_head.mask_fcn1.weight"])  # fmt: skip
-
-
-def test_reference_checkpoint_file_loads_in_strict_mode(models, reference_state_dict, tmp_path):
-    # the path of MODEL.WEIGHTS with --eval-only: a reference .pth, strict checkpointer
-    _, model, cfg = models
-    path = tmp_path / "transfiner_r50_1x.pth"
-    torch.save({"model": reference_state_dict, "iteration": 89999}, path)
-    checkpointer = InstSegCheckpointer(model, strict=True)
-    checkpointer.load(str(path))  # strict: raises on missing keys or other shapes
-    incompatible = checkpointer._load_model(torch.load(path, weights_only=False))
-    assert not incompatible.missing_keys and not incompatible.unexpected_keys
-    assert not incompatible.incorrect_shapes
 
 
 def test_partial_reference_checkpoint_is_refused(reference_state_dict):
@@ -111,8 +106,13 @@ def test_partial_reference_checkpoint_is_refused(reference_state_dict):
         convert_reference_state_dict(sd)
 
 
-def test_our_checkpoints_are_left_alone(models):
-    _, model, _ = models
-    sd = model.state_dict()
-    result = model.load_state_dict(sd, strict=True)  # our own names are not renamed
-    assert not result.missing_keys and not result.unexpected_keys
+def test_our_checkpoints_are_left_alone(models, tmp_path, checkpoint_log):
+    _, model, cfg = models
+    InstSegCheckpointer(model, str(tmp_path), meta={"meta_architecture": "GeneralizedRCNN"}).save(
+        "ours"
+    )
+    fresh = build_model(cfg)
+    InstSegCheckpointer(fresh, strict=True).load(str(tmp_path / "ours.pth"))
+    assert not any("recognised" in m for m in checkpoint_log)  # the project's format: as it is
+    for k, v in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k

@@ -19,14 +19,16 @@ reference (under ``roi_heads.``)                             here (under ``roi_h
 ``mask_head.encoder.conv_r1.0`` / ``.2`` (1x1 convs)         ``mask_head.refiner.transformer.output_fc1`` / ``2``
 ==========================================================  =========================================
 
-:class:`~transfiner_d2.roi_heads.TransfinerROIHeads` applies the map while loading, so
-``MODEL.WEIGHTS`` may name a reference ``.pth`` directly.
+The converter is registered for models with :class:`~transfiner_d2.roi_heads.TransfinerROIHeads`,
+so ``MODEL.WEIGHTS`` may name a reference ``.pth`` directly.
 """
 
 import re
 from typing import Dict, List, Tuple
 
 import torch
+
+from instseg_d2.engine.conversion import register_reference_converter
 
 # (pattern on the key after "roi_heads.", replacement, 1x1 conv weight -> linear weight)
 _RULES: List[Tuple[str, str, bool]] = [
@@ -103,3 +105,8 @@ def convert_reference_state_dict(
                     break
         out[new_key] = value
     return out
+
+
+register_reference_converter(
+    "TransfinerROIHeads", "SysCV/transfiner", is_reference_state_dict, convert_reference_state_dict
+)

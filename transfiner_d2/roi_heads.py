@@ -1,7 +1,6 @@
 """RoI heads of Mask Transfiner: detectron2's StandardROIHeads whose mask branch also gets the
 semantically refined P2, the quadtree-level RoI features and (in training) the GT targets."""
 
-import logging
 from functools import partial
 from typing import Dict, List, Optional
 
@@ -11,13 +10,10 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.roi_heads.roi_heads import select_foreground_proposals
 from detectron2.structures import ImageList, Instances
 
-from .checkpoint import convert_reference_state_dict, is_reference_state_dict
 from .losses import semantic_loss
 from .mask_head import TransfinerFeatures
 from .pooler import NodeFeaturePooler, SemanticRefinement, first_per_image
 from .targets import semantic_targets
-
-logger = logging.getLogger(__name__)
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -31,7 +27,7 @@ class TransfinerROIHeads(StandardROIHeads):
     ``TransfinerMaskHead``.
 
     Checkpoints of the reference implementation load directly (their keys are renamed while
-    loading, see :mod:`transfiner_d2.checkpoint`).
+    loading by the converter of :mod:`transfiner_d2.checkpoint`).
     """
 
     @configurable
@@ -137,14 +133,6 @@ class TransfinerROIHeads(StandardROIHeads):
         gt = semantic_targets(targets, logits.shape[-2:], round(1 / stride))
         losses["loss_semantic"] = self.semantic_loss_weight * semantic_loss(logits, gt)
         return losses
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        if is_reference_state_dict(state_dict, prefix):
-            logger.info("Loading a reference Mask Transfiner checkpoint: renaming its keys")
-            converted = convert_reference_state_dict(state_dict, prefix)
-            state_dict.clear()
-            state_dict.update(converted)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def _with_gt_index(t: Instances) -> Instances:

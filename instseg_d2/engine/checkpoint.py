@@ -3,9 +3,13 @@
 import logging
 import os
 from typing import Optional
+from urllib.parse import parse_qsl, urlencode, urlparse
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+
+from ..plugins import load_method_packages
+from .conversion import convert_reference_checkpoint, model_parts
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +24,13 @@ class InstSegCheckpointer(DetectionCheckpointer):
     """:class:`DetectionCheckpointer` (local paths, URLs, ``detectron2://``) with checks.
 
     * Every saved file records ``instseg_meta``: the meta-architecture and the classes.
+    * A checkpoint that a converter of the model's modules recognises
+      (:mod:`instseg_d2.engine.conversion`) is converted while loading: a published reference
+      checkpoint (a file without that record), or e.g. a detectron2 ResNet-FPN for MaskLab's
+      backbone. One line logs what was recognised and done. A reference checkpoint of another
+      model is refused, naming both; the project's own checkpoints load unchanged.
+    * URLs as the references publish them: a Hugging Face file page (``.../blob/...``) is
+      read from the file itself (``.../resolve/...``), a ``?download=true`` query is ignored.
     * Loading parameters whose shapes differ (fine-tuning on other classes) re-initialises
       them, i.e. keeps the model's fresh initialisation, and logs the list of skipped keys.
     * ``strict=True`` (evaluation) refuses a checkpoint that leaves any parameter of the model
@@ -51,7 +62,7 @@ class InstSegCheckpointer(DetectionCheckpointer):
             raise FileNotFoundError(f"MODEL.WEIGHTS={path!r}: checkpoint file not found")
         self._current_path = path
         try:
-            return super().load(path, *args, **kwargs)
+            return super().load(published_file_url(path) if path else path, *args, **kwargs)
         finally:
             self._current_path = None
 
@@ -67,6 +78,8 @@ class InstSegCheckpointer(DetectionCheckpointer):
         where = self._current_path or "(checkpoint)"
         ckpt_meta = checkpoint.get(META_KEY) or {}
         self._check_meta(ckpt_meta, where)
+        if not checkpoint.get("matching_heuristics", False):  # not Caffe2 / pycls
+            checkpoint["model"] = self._convert(checkpoint["model"], META_KEY not in checkpoint)
         n_ckpt = len(checkpoint.get("model", {}))
         incompatible = super()._load_model(checkpoint)
         model_keys = set(self.model.state_dict().keys())
@@ -75,7 +88,7 @@ class InstSegCheckpointer(DetectionCheckpointer):
         if n_ckpt and not loaded:
             raise CheckpointMismatchError(
                 f"Checkpoint {where!r} shares no parameter with the model "
-                f"({self.meta.get('meta_architecture', type(self.model).__name__)}); is it a "
+                f"({self._model_name()}); is it a "
                 f"checkpoint of another model? It holds e.g. {incompatible.unexpected_keys[:3]}"
             )
         if incompatible.incorrect_shapes:
@@ -95,6 +108,27 @@ class InstSegCheckpointer(DetectionCheckpointer):
             )
         return incompatible
 
+    def _convert(self, state: dict, raw: bool) -> dict:
+        """``state`` through the model's converters; ``raw``: a file without ``instseg_meta``
+        (a published reference checkpoint, or another model's, which is refused)."""
+        where = self._current_path or "(checkpoint)"
+        load_method_packages()  # every converter, to name a checkpoint of another model
+        self._convert_ndarray_to_tensor(state)
+        try:
+            state, report = convert_reference_checkpoint(state, model_parts(self.model), raw)
+        except ValueError as e:
+            raise CheckpointMismatchError(
+                f"Checkpoint {where!r} does not fit the model ({self._model_name()}): {e}"
+            ) from e
+        if report is not None and (raw or report.changed):
+            # the checkpointer's logger, which train_net's setup shows
+            self.logger.info("Checkpoint %r: %s", where, report)
+        return state
+
+    def _model_name(self) -> str:
+        model = getattr(self.model, "module", self.model)  # DistributedDataParallel
+        return self.meta.get("meta_architecture") or type(model).__name__
+
     def _check_meta(self, ckpt_meta: dict, where: str) -> None:
         for key in ("meta_architecture", "thing_classes"):
             mine, theirs = self.meta.get(key), ckpt_meta.get(key)
@@ -104,6 +138,20 @@ class InstSegCheckpointer(DetectionCheckpointer):
             if self.strict:
                 raise CheckpointMismatchError(msg)
             logger.warning(msg)
+
+
+def published_file_url(path: str) -> str:
+    """``path``, or the URL of the file a reference's published download link points to: a
+    Hugging Face file page (``https://huggingface.co/<repo>/blob/<rev>/<file>``) becomes the
+    file (``.../resolve/...``) and a ``download`` query is dropped (detectron2 refuses queries
+    it does not know)."""
+    url = urlparse(path)
+    if url.scheme not in ("http", "https"):
+        return path
+    if url.netloc == "huggingface.co" and "/blob/" in url.path:
+        url = url._replace(path=url.path.replace("/blob/", "/resolve/", 1))
+    query = [(k, v) for k, v in parse_qsl(url.query) if k != "download"]
+    return url._replace(query=urlencode(query)).geturl()
 
 
 RESNET_PARTS = ("stem.", "res2.", "res3.", "res4.", "res5.")

@@ -248,13 +248,15 @@ def _print_project_names(method: str) -> None:
     """Child process of :func:`project_name_map` (imports the project, never the reference)."""
     from instseg_d2.testing import parity_name_map
 
-    if method == "solov2":
-        from solo_d2.convert import convert_adelaidet_solov2 as convert
-    else:
-        from instseg_d2.modeling.adelaidet import convert_adelaidet_state_dict
+    import importlib
 
-        kind = {"fcos": "OneStageDetector", "condinst": "CondInst", "blendmask": "BlendMask"}
-        convert = lambda sd: convert_adelaidet_state_dict(sd, kind[method])  # noqa: E731
+    module = {
+        "fcos": "instseg_d2.modeling.fcos.checkpoint",
+        "condinst": "condinst_d2.checkpoint",
+        "blendmask": "blendmask_d2.checkpoint",
+        "solov2": "solo_d2.checkpoint",
+    }[method]
+    convert = importlib.import_module(module).convert_reference_state_dict
     params = json.loads(sys.stdin.read())
     print(json.dumps(parity_name_map(params, convert)))
 

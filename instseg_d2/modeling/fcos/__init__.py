@@ -1,5 +1,7 @@
-"""FCOS: head, target assignment, losses, inference, and the registered proposal generator."""
+"""FCOS: head, target assignment, losses, inference, the registered proposal generator and the
+converter of AdelaiDet's FCOS checkpoints."""
 
+from .checkpoint import convert_fcos_keys
 from .fcos import FCOS
 from .head import FCOSHead, Scale
 from .inference import predict_instances
@@ -11,6 +13,7 @@ __all__ = [
     "FCOSHead",
     "Scale",
     "assign_image",
+    "convert_fcos_keys",
     "ctrness_targets",
     "fcos_targets",
     "ltrb_iou",

@@ -1,4 +1,4 @@
-"""Load AdelaiDet's SOLOv2 checkpoints (e.g. the published ``SOLOv2_R50_3x.pth``).
+"""Checkpoints published by AdelaiDet for SOLOv2 (``SOLOv2_R50_3x.pth``, ...).
 
 AdelaiDet's ``SOLOv2`` meta-architecture holds ``backbone`` (detectron2's ResNet-FPN, same
 names as ours), ``ins_head`` (``SOLOv2InsHead``) and ``mask_head`` (``SOLOv2MaskHead``). The
@@ -17,9 +17,9 @@ mask_head.conv_pred.{m}.{weight,bias}          head.mask_branch.pred.{m}.{weight
 backbone.*                                     backbone.* (unchanged)
 =============================================  ==============================================
 
-The :class:`~solo_d2.SOLO` model renames such a state dict when it is loaded, so
-``MODEL.WEIGHTS SOLOv2_R50_3x.pth`` works as it is (``configs/SOLO/SOLOv2_R50_3x.yaml``);
-``python tools/solo_convert_adelaidet.py SOLOv2_R50_3x.pth out.pth`` writes a converted copy.
+The converter is registered for the ``SOLO`` meta-architecture, so ``MODEL.WEIGHTS
+SOLOv2_R50_3x.pth`` works as it is (``configs/SOLO/SOLOv2_R50_3x.yaml``), and
+``tools/convert_checkpoint.py`` writes a converted copy.
 """
 
 import re
@@ -27,6 +27,8 @@ from collections import OrderedDict
 from typing import Dict
 
 import torch
+
+from instseg_d2.engine.conversion import register_reference_converter
 
 _RULES = [
     (r"backbone\.(.+)", r"backbone.\1"),
@@ -53,23 +55,21 @@ def _rename(key: str):
     return None
 
 
-def is_adelaidet_solov2(state_dict: Dict[str, torch.Tensor]) -> bool:
-    """Whether ``state_dict`` has AdelaiDet SOLOv2's head names."""
-    return any(k.startswith(("ins_head.", "mask_head.")) for k in state_dict)
+def is_reference_state_dict(state_dict: Dict[str, torch.Tensor]) -> bool:
+    """Whether ``state_dict`` has AdelaiDet SOLOv2's instance head (``ins_head.*``)."""
+    return any(k.startswith("ins_head.") for k in state_dict)
 
 
-def convert_adelaidet_solov2(state_dict: Dict[str, torch.Tensor]) -> "OrderedDict":
-    """Rename an AdelaiDet SOLOv2 state dict (``model`` of its checkpoint) to solo_d2's names.
+def convert_reference_state_dict(state_dict: Dict[str, torch.Tensor]) -> "OrderedDict":
+    """Rename an AdelaiDet SOLOv2 state dict to solo_d2's names.
 
     Raises:
         NotAdelaiDetSOLOv2Error: naming the keys that fit no rule, or when the state dict has
             none of SOLOv2's head keys (e.g. a checkpoint of another model).
     """
-    if "model" in state_dict and isinstance(state_dict["model"], dict):
-        state_dict = state_dict["model"]
-    if not is_adelaidet_solov2(state_dict):
+    if not is_reference_state_dict(state_dict):
         raise NotAdelaiDetSOLOv2Error(
-            "Not an AdelaiDet SOLOv2 checkpoint: no 'ins_head.*' / 'mask_head.*' keys "
+            "Not an AdelaiDet SOLOv2 checkpoint: no 'ins_head.*' keys "
             f"(it holds e.g. {list(state_dict)[:3]})"
         )
     out, unknown = OrderedDict(), []
@@ -87,7 +87,6 @@ def convert_adelaidet_solov2(state_dict: Dict[str, torch.Tensor]) -> "OrderedDic
     return out
 
 
-def load_adelaidet_solov2(path: str) -> "OrderedDict":
-    """Read an AdelaiDet SOLOv2 ``.pth`` file (tensors only) and convert it."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    return convert_adelaidet_solov2(ckpt)
+register_reference_converter(
+    "SOLO", "AdelaiDet SOLOv2", is_reference_state_dict, convert_reference_state_dict
+)
