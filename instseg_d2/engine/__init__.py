@@ -2,10 +2,11 @@
 
 from .checkpoint import CheckpointMismatchError, InstSegCheckpointer, load_resnet_state
 from .evaluation import BoxesFromMasks, build_coco_evaluator
+from .inference import build_inference_model, model_classes
 from .num_classes import ClassCountError, dataset_classes, sync_num_classes
 from .optimizer import build_optimizer
-from .setup import ConfigKeyError, build_config, default_argument_parser, setup
-from .trainer import Trainer, checkpoint_meta, load_model
+from .setup import ConfigKeyError, build_config, default_argument_parser, merge_config, setup
+from .trainer import Trainer, checkpoint_meta, load_model, recorded_meta
 
 __all__ = [
     "BoxesFromMasks",
@@ -15,6 +16,7 @@ __all__ = [
     "InstSegCheckpointer",
     "Trainer",
     "build_coco_evaluator",
+    "build_inference_model",
     "build_config",
     "build_optimizer",
     "checkpoint_meta",
@@ -22,6 +24,9 @@ __all__ = [
     "default_argument_parser",
     "load_model",
     "load_resnet_state",
+    "merge_config",
+    "model_classes",
+    "recorded_meta",
     "setup",
     "sync_num_classes",
 ]
