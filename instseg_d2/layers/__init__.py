@@ -6,6 +6,7 @@ from .grad import scale_gradient
 from .losses import dice_coefficient, dice_loss
 from .masks import boxes_from_masks, center_of_mass
 from .matrix_nms import mask_iou_matrix, matrix_nms, point_nms
+from .split import split_per_image
 from .upsample import aligned_bilinear
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "matrix_nms",
     "point_nms",
     "scale_gradient",
+    "split_per_image",
 ]

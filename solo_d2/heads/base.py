@@ -162,6 +162,5 @@ def select_resize(probs: torch.Tensor, out_size=None) -> torch.Tensor:
     """(K, h, w) -> (K, *out_size) bilinear (no-op without out_size)."""
     if out_size is None or tuple(probs.shape[-2:]) == tuple(out_size):
         return probs
-    if probs.shape[0] == 0:
-        return probs.new_zeros((0, *out_size))
-    return F.interpolate(probs[None], size=tuple(out_size), mode="bilinear", align_corners=False)[0]
+    size = tuple(out_size)
+    return F.interpolate(probs[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
