@@ -4,11 +4,10 @@ from dataclasses import dataclass
 from typing import Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 
 from instseg_d2.benchmark import stage
-from instseg_d2.layers import matrix_nms, point_nms
+from instseg_d2.layers import matrix_nms, point_nms, resize_maps
 
 
 @dataclass
@@ -139,8 +138,7 @@ def masks_to_image(
     threshold at ``mask_thr``.
     """
     hf, wf = probs.shape[-2:]
-    x = F.interpolate(probs[:, None], size=(4 * hf, 4 * wf), mode="bilinear", align_corners=False)
-    x = x[:, :, : input_size[0], : input_size[1]]
+    x = resize_maps(probs, (4 * hf, 4 * wf))[:, : input_size[0], : input_size[1]]
     if tuple(out_size) != tuple(input_size):
-        x = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
-    return x[:, 0] > mask_thr
+        x = resize_maps(x, tuple(out_size))
+    return x > mask_thr
