@@ -1,5 +1,6 @@
 """A trained model from a config and a checkpoint alone (demo, export): no dataset needed."""
 
+import argparse
 import logging
 from typing import List, Optional, Sequence, Tuple
 
@@ -8,11 +9,32 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..data import parse_dataset_arg
+from .checkpoint import CheckpointMismatchError
 from .num_classes import ClassCountError, dataset_classes
-from .setup import build_config, merge_config, register_datasets
+from .setup import ConfigKeyError, build_config, merge_config, register_datasets
 from .trainer import load_model, recorded_meta
 
 logger = logging.getLogger(__name__)
+
+# What a tool that runs a trained model reports as a one-line error (bad file, key or value).
+INPUT_ERRORS = (ClassCountError, ConfigKeyError, CheckpointMismatchError, OSError, ValueError)
+
+
+def inference_argument_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of :func:`build_inference_model` (``--config-file``, ``--dataset``,
+    ``--opts``) in a parser to which a tool adds its own."""
+    p = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("--config-file", required=True, metavar="FILE")
+    p.add_argument(
+        "--dataset", action="append", default=[], metavar="NAME=JSON:IMAGE_DIR",
+        help="the classes of a checkpoint that does not record them (repeatable; the first)",
+    )  # fmt: skip
+    p.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides (last)"
+    )
+    return p
 
 
 def model_classes(
