@@ -33,6 +33,11 @@ setup(
         "matplotlib",
         "tabulate",
         "shapely",  # polygon cropping (INPUT.CROP with polygon masks)
+        "opencv-python-headless",  # detectron2's Visualizer, the demo's video input/output
+        "tqdm",  # the demo's progress bar
     ],
-    extras_require={"test": ["pytest>=7", "black"]},
+    extras_require={
+        "test": ["pytest>=7", "black"],
+        "onnx": ["onnx", "onnxruntime"],  # tools/export.py --format onnx (and its check)
+    },
 )

@@ -9,6 +9,8 @@ from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Instances
 from torch import nn
 
+from instseg_d2.layers import split_per_image
+
 
 def blend(rois: torch.Tensor, attns: torch.Tensor, attn_size: int, interp: str = "bilinear"):
     """Mask logits ``sum_k softmax_k(resize(a_k)) * r_k`` (the paper's blending, Eq. 2-3).
@@ -95,14 +97,9 @@ class Blender(nn.Module):
 
     def forward(self, bases: torch.Tensor, detections: List[Instances]) -> List[Instances]:
         """Add ``pred_masks`` (R, 1, S, S) probabilities to each image's detections."""
-        n = [len(d) for d in detections]
-        if sum(n) == 0:
-            for d in detections:
-                d.pred_masks = bases.new_zeros(0, 1, self.resolution, self.resolution)
-            return detections
         rois = self.pooler([bases], [d.pred_boxes for d in detections])
         attns = torch.cat([d.top_feat for d in detections])
         probs = blend(rois, attns, self.attn_size, self.top_interp).sigmoid()[:, None]
-        for d, p in zip(detections, probs.split(n)):
+        for d, p in zip(detections, split_per_image(probs, detections)):
             d.pred_masks = p
         return detections

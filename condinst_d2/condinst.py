@@ -11,7 +11,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import BitMasks, ImageList, Instances
 
 from instseg_d2.benchmark import stage
-from instseg_d2.layers import aligned_bilinear, dice_loss
+from instseg_d2.layers import aligned_bilinear, dice_loss, split_per_image
 from instseg_d2.modeling import OneStageDetector
 from instseg_d2.modeling.fcos.targets import instance_bitmasks
 from instseg_d2.modeling.refine import top_conv
@@ -130,30 +130,21 @@ class CondInst(OneStageDetector):
         the mask out stride s over the padded image."""
         mask_feats = self.mask_branch(features)
         with stage("mask_head"):
-            n = [len(d) for d in detections]
-            if sum(n) == 0:
-                for d in detections:
-                    d.pred_global_masks = mask_feats.new_zeros(0, 1, *self._out_size(mask_feats))
-                return detections
             # the fields are concatenated one by one: Instances.cat refuses images of
             # different sizes, which a batch may hold
             top_feat, locations, levels = (
                 torch.cat([d.get(k) for d in detections])
                 for k in ("top_feat", "locations", "fpn_levels")
             )
-            im_inds = torch.repeat_interleave(
-                torch.arange(len(n), device=self.device), torch.tensor(n, device=self.device)
+            im_inds = torch.cat(
+                [torch.full_like(d.pred_classes, i) for i, d in enumerate(detections)]
             )
             probs = self.mask_head(
                 mask_feats, self.mask_branch.out_stride, im_inds, top_feat, locations, levels
             ).sigmoid()
-            for d, p in zip(detections, probs.split(n)):
+            for d, p in zip(detections, split_per_image(probs, detections)):
                 d.pred_global_masks = p
         return detections
-
-    def _out_size(self, mask_feats):
-        f = self.mask_branch.out_stride // self.mask_out_stride
-        return mask_feats.shape[-2] * f, mask_feats.shape[-1] * f
 
     def postprocess(self, det: Instances, batched_input: dict, images: ImageList) -> Instances:
         """Boxes scaled to the original image; masks upsampled (aligned bilinear) to the padded
@@ -166,11 +157,7 @@ class CondInst(OneStageDetector):
         det = detector_postprocess(det, h, w)
         m = det.pred_global_masks
         det.remove("pred_global_masks")
-        if len(m) == 0:
-            det.pred_masks = torch.zeros(0, h, w, dtype=torch.bool, device=m.device)
-            return det
-        factor = images.tensor.shape[-2] // m.shape[-2]
-        m = aligned_bilinear(m, factor)[:, :, :rh, :rw]
+        m = aligned_bilinear(m, self.mask_out_stride)[:, :, :rh, :rw]
         m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
         det.pred_masks = m[:, 0] > self.mask_threshold
         return det

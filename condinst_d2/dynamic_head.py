@@ -75,23 +75,6 @@ class DynamicMaskHead(nn.Module):
             "mask_out_stride": c.MASK_OUT_STRIDE,
         }
 
-    def parse_params(self, params: torch.Tensor):
-        """Split (R, num_gen_params) into per-layer grouped-conv weights (R*out, in, 1, 1) and
-        biases (R*out,): instance i's filters are output channels [i*out, (i+1)*out)."""
-        if params.dim() != 2 or params.shape[1] != self.num_gen_params:
-            raise ValueError(
-                f"dynamic head expects (R, {self.num_gen_params}) parameters, got {tuple(params.shape)}"
-            )
-        r = params.shape[0]
-        chunks = torch.split(params, self.weight_nums + self.bias_nums, dim=1)
-        n = len(self.weight_nums)
-        weights, biases = [], []
-        for w, b in zip(chunks[:n], chunks[n:]):
-            cout = b.shape[1]
-            weights.append(w.reshape(r * cout, -1, 1, 1))
-            biases.append(b.reshape(r * cout))
-        return weights, biases
-
     def head_inputs(self, mask_feats, mask_stride, im_inds, locations, fpn_levels) -> torch.Tensor:
         """(R, [2 +] in_channels, H, W): relative coordinates and the instance's F_mask."""
         n, c, h, w = mask_feats.shape
@@ -101,7 +84,7 @@ class DynamicMaskHead(nn.Module):
         pix = compute_locations(h, w, mask_stride, device=mask_feats.device)  # (HW, 2)
         rel = locations[:, None, :] - pix[None]  # (R, HW, 2)
         rel = rel / self.sizes_of_interest[fpn_levels][:, None, None]
-        rel = rel.permute(0, 2, 1).reshape(-1, 2, h, w).to(feats.dtype)
+        rel = rel.permute(0, 2, 1).reshape(rel.shape[0], 2, h, w).to(feats.dtype)
         return torch.cat([rel, feats], dim=1)
 
     def forward(
@@ -126,13 +109,41 @@ class DynamicMaskHead(nn.Module):
             raise ValueError(
                 f"MASK_OUT_STRIDE {self.mask_out_stride} must divide the mask branch stride {mask_stride}"
             )
-        r = params.shape[0]
-        h, w = mask_feats.shape[-2:]
+        if params.dim() != 2 or params.shape[1] != self.num_gen_params:
+            raise ValueError(
+                f"dynamic head expects (R, {self.num_gen_params}) parameters, got {tuple(params.shape)}"
+            )
         x = self.head_inputs(mask_feats, mask_stride, im_inds, locations, fpn_levels)
-        x = x.reshape(1, -1, h, w)
-        weights, biases = self.parse_params(params)
-        for i, (wt, b) in enumerate(zip(weights, biases)):
-            x = F.conv2d(x, wt, b, groups=r)
-            if i < len(weights) - 1:
-                x = F.relu(x)
-        return aligned_bilinear(x.reshape(r, 1, h, w), mask_stride // self.mask_out_stride)
+        x = dynamic_convs(x, params, self.weight_nums, self.bias_nums)
+        return aligned_bilinear(x, mask_stride // self.mask_out_stride)
+
+
+@torch.jit.script_if_tracing
+def dynamic_convs(
+    x: torch.Tensor, params: torch.Tensor, weight_nums: List[int], bias_nums: List[int]
+) -> torch.Tensor:
+    """Instance i's mask FCN on its input ``x[i]``: 1x1 convs with ReLU between them, whose
+    weights and biases are ``params[i]`` split by ``weight_nums + bias_nums`` (instance i's
+    filters are the output channels [i*out, (i+1)*out) of one grouped conv per layer).
+
+    Args:
+        x: (R, C, H, W); params: (R, sum(weight_nums) + sum(bias_nums)).
+
+    Returns:
+        (R, 1, H, W) mask logits. Scripted when traced (R, the group count, varies).
+    """
+    r, h, w = x.size(0), x.size(2), x.size(3)
+    if r == 0:
+        return x.new_zeros((0, 1, h, w))
+    chunks = torch.split(params, weight_nums + bias_nums, dim=1)
+    n = len(weight_nums)
+    cin = x.size(1)
+    x = x.reshape(1, r * cin, h, w)
+    for i in range(n):
+        cout = bias_nums[i]
+        weight = chunks[i].reshape(r * cout, cin, 1, 1)
+        x = F.conv2d(x, weight, chunks[n + i].reshape(r * cout), groups=r)
+        if i < n - 1:
+            x = F.relu(x)
+        cin = cout
+    return x.reshape(r, 1, h, w)

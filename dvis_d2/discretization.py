@@ -145,8 +145,8 @@ class Discretizer(torch.nn.Module):
         h, w = comp.shape
         ids, inv, area = torch.unique(comp.reshape(-1), return_inverse=True, return_counts=True)
         fgc = ids >= 0
-        total = torch.zeros(len(ids), device=f.device).index_add_(0, inv, f.reshape(-1).float())
-        perim = torch.zeros(len(ids), device=f.device).index_add_(
+        total = torch.zeros_like(ids, dtype=torch.float32).index_add_(0, inv, f.reshape(-1).float())
+        perim = torch.zeros_like(ids, dtype=torch.float32).index_add_(
             0, inv, _boundary(comp).reshape(-1).float()
         )
         ids, area, mean, perim = ids[fgc], area[fgc], (total / area)[fgc], perim[fgc]
@@ -158,26 +158,22 @@ class Discretizer(torch.nn.Module):
         top = torch.argsort(area, descending=True)[: self.num_keep[k]]
         ids, area, mean = ids[top], area[top], mean[top]
         masks = comp[None] == ids[:, None, None]
-        if self.merge_disconnected and len(ids) > 1:
+        if self.merge_disconnected:  # (no-op without a cluster of several segments)
             cl = cluster.reshape(-1)[ids % (h * w)]  # cluster of each segment
             ucl, counts = torch.unique(cl, return_counts=True)
             multi = ucl[counts > 1]
-            if len(multi):
-                sel = (cl[None] == multi[:, None]).float()  # (U, N) segments of each cluster
-                union_area = sel @ area.float()
-                union_mean = (sel @ (mean * area)) / union_area
-                unions = (sel @ masks.flatten(1).float()).view(-1, h, w) > 0
-                masks = torch.cat([masks, unions])
-                area = torch.cat([area, union_area.to(area.dtype)])
-                mean = torch.cat([mean, union_mean])
+            sel = (cl[None] == multi[:, None]).float()  # (U, N) segments of each cluster
+            union_area = sel @ area.float()
+            union_mean = (sel @ (mean * area)) / union_area
+            unions = (sel @ masks.flatten(1).float()).view(sel.shape[0], h, w) > 0
+            masks = torch.cat([masks, unions])
+            area = torch.cat([area, union_area.to(area.dtype)])
+            mean = torch.cat([mean, union_mean])
         order = torch.argsort(area, descending=True)[: self.num_keep[k]]
-        n = len(order)
-        return Candidates(
-            masks[order], mean[order], torch.full((n,), k, dtype=torch.long, device=f.device)
-        )
+        return Candidates(masks[order], mean[order], torch.full_like(order, k))
 
     def _dedup(self, c: Candidates) -> Candidates:
-        if len(c) < 2 or self.dedup_iou > 1:
+        if self.dedup_iou > 1:
             return c
         iou = mask_iou(c.masks, c.masks).triu(diagonal=1)  # iou[i, j] for i < j
         keep = ~(iou >= self.dedup_iou).any(dim=0)

@@ -11,7 +11,7 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from instseg_d2.benchmark import stage
-from instseg_d2.layers import aligned_bilinear, boxes_from_masks
+from instseg_d2.layers import aligned_bilinear, boxes_from_masks, split_per_image
 
 from . import losses as L
 from .discretization import Candidates, Discretizer
@@ -257,10 +257,13 @@ class DVIS(nn.Module):
         with stage("verification"):
             logits, iou = self.verifier(feature, candidates, images.image_sizes)
             scores, classes = verification_scores(logits, iou, self.score_cls_weight)
-            n = self.last_num_candidates
             results = [
                 self._select(c, s, k)
-                for c, s, k in zip(candidates, scores.split(n), classes.split(n))
+                for c, s, k in zip(
+                    candidates,
+                    split_per_image(scores, candidates),
+                    split_per_image(classes, candidates),
+                )
             ]
         if not do_postprocess:
             return [{"instances": r} for r in results]
@@ -290,14 +293,10 @@ class DVIS(nn.Module):
         out = Instances((height, width))
         out.scores = inst.scores
         out.pred_classes = inst.pred_classes
-        n = len(inst)
-        if n == 0:
-            out.pred_masks = torch.zeros(0, height, width, dtype=torch.bool, device=self.device)
-        else:
-            m = aligned_bilinear(inst.pred_masks[:, None].float(), self.stride)
-            m = m[:, :, : image_size[0], : image_size[1]]
-            m = F.interpolate(m, size=(height, width), mode="bilinear", align_corners=False)
-            out.pred_masks = m[:, 0] > 0.5
+        m = aligned_bilinear(inst.pred_masks[:, None].float(), self.stride)
+        m = m[:, :, : image_size[0], : image_size[1]]
+        m = F.interpolate(m, size=(height, width), mode="bilinear", align_corners=False)
+        out.pred_masks = m[:, 0] > 0.5
         out.pred_boxes = Boxes(boxes_from_masks(out.pred_masks))
         return out
 

@@ -45,7 +45,23 @@ def mean_shift_modes(
             f"mean-shift needs bandwidth > 0 and 0 < bin_fraction <= 0.5, got "
             f"bandwidth={bandwidth}, bin_fraction={bin_fraction}"
         )
-    b, dev = values.shape[0], values.device
+    return _mean_shift_modes(
+        values, valid, float(bandwidth), float(bin_fraction), float(max_value), int(max_iters)
+    )
+
+
+@torch.jit.script_if_tracing
+def _mean_shift_modes(
+    values: torch.Tensor,
+    valid: torch.Tensor,
+    bandwidth: float,
+    bin_fraction: float,
+    max_value: float,
+    max_iters: int,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`mean_shift_modes` without the argument checks; scripted when traced (the number
+    of occupied bins and of iterations depend on the data)."""
+    b, dev = values.size(0), values.device
     bw = bandwidth * bin_fraction
     nb = int(max_value / bw) + 1
     v = values.float().clamp(0, max_value)
@@ -61,11 +77,11 @@ def mean_shift_modes(
     band = torch.arange(-k, k + 1, device=dev)
     sigma = bandwidth / 3.0
     # iterate on the occupied bins only: (B, M) queries, M = most occupied bins of an image
-    m = max(int(occupied.sum(1).max()), 1)
+    m = max(int(occupied.sum(1).max().item()), 1)
     q = torch.sort(occupied.float(), dim=1, descending=True, stable=True)[1][:, :m]
     q_ok = occupied.gather(1, q)
     y = point.gather(1, q)
-    for _ in range(max_iters):
+    for _it in range(max_iters):
         j = torch.round(y / bw).long()[..., None] + band  # (B, M, 2k+1) bins near y
         inside = (j >= 0) & (j < nb)
         j = j.clamp(0, nb - 1).view(b, -1)
@@ -93,6 +109,7 @@ def mean_shift_modes(
     return modes, clusters
 
 
+@torch.jit.script_if_tracing
 def connected_components(labels: torch.Tensor, max_iters: int = 10000) -> torch.Tensor:
     """4-connected components of equal labels, batched (min-label propagation with pointer
     jumping).
@@ -102,9 +119,10 @@ def connected_components(labels: torch.Tensor, max_iters: int = 10000) -> torch.
 
     Returns:
         (B, H, W) long: each component is named by the smallest flat index
-        ``(b * H + y) * W + x`` of its pixels; -1 where ``labels < 0``.
+        ``(b * H + y) * W + x`` of its pixels; -1 where ``labels < 0``. Scripted when traced
+        (the number of iterations depends on the data).
     """
-    b, h, w = labels.shape
+    b, h, w = labels.size(0), labels.size(1), labels.size(2)
     n = b * h * w
     fg = labels >= 0
     idx = torch.arange(n, device=labels.device).view(b, h, w)
@@ -112,7 +130,7 @@ def connected_components(labels: torch.Tensor, max_iters: int = 10000) -> torch.
     right = fg[:, :, :-1] & (labels[:, :, :-1] == labels[:, :, 1:])
     down = fg[:, :-1, :] & (labels[:, :-1, :] == labels[:, 1:, :])
     fg_flat = fg.reshape(-1)
-    for _ in range(max_iters):
+    for _it in range(max_iters):
         new = comp.clone()
         new[:, :, :-1] = torch.where(
             right, torch.minimum(new[:, :, :-1], comp[:, :, 1:]), new[:, :, :-1]
@@ -127,7 +145,7 @@ def connected_components(labels: torch.Tensor, max_iters: int = 10000) -> torch.
             down, torch.minimum(new[:, 1:, :], comp[:, :-1, :]), new[:, 1:, :]
         )
         flat = new.reshape(-1)
-        for _ in range(4):  # pointer jumping: a pixel takes the label of its label's pixel
+        for _jump in range(4):  # pointer jumping: a pixel takes the label of its label's pixel
             flat = torch.where(fg_flat, flat[flat.clamp(max=n - 1)], flat)
         new = flat.view(b, h, w)
         if torch.equal(new, comp):

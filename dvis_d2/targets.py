@@ -76,12 +76,12 @@ def label_targets(
 
 def valid_mask(image_sizes: Sequence[Tuple[int, int]], shape, stride: int, device) -> torch.Tensor:
     """(B, h, w) bool: the label-map pixels (of a padded batch with label map ``shape`` (h, w))
-    that lie inside each image of ``image_sizes`` (H_i, W_i)."""
+    that lie inside each image of ``image_sizes`` (H_i, W_i), i.e. the first ceil(H_i / stride)
+    rows and ceil(W_i / stride) columns (tensor arithmetic: sizes stay dynamic when traced)."""
     h, w = shape
-    valid = torch.zeros(len(image_sizes), h, w, dtype=torch.bool, device=device)
-    for i, (hi, wi) in enumerate(image_sizes):
-        valid[i, : -(-int(hi) // stride), : -(-int(wi) // stride)] = True
-    return valid
+    rows = torch.arange(h, device=device)[:, None]
+    cols = torch.arange(w, device=device)[None, :]
+    return torch.stack([(rows * stride < hi) & (cols * stride < wi) for hi, wi in image_sizes])
 
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

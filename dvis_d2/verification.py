@@ -105,19 +105,11 @@ class VerificationHead(nn.Module):
             ``(logits, iou)``: (R, num_classes + 1) and (R,), R = total number of candidates.
         """
         boxes = [self.boxes(c.masks, s) for c, s in zip(candidates, image_sizes)]
-        idx = cat(
-            [
-                torch.full((len(b), 1), i, dtype=b.dtype, device=b.device)
-                for i, b in enumerate(boxes)
-            ]
-        )
+        idx = cat([torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)])
         boxes = cat(boxes)
         masks = cat([c.masks for c in candidates]).float()
-        if masks.shape[0] == 0:
-            empty = features.new_zeros((0,))
-            return features.new_zeros((0, self.num_classes + 1)), empty
         x = self.feature_pool(features, torch.cat([idx, boxes], dim=1))
-        own = torch.arange(len(masks), dtype=boxes.dtype, device=boxes.device)[:, None]
+        own = torch.arange(masks.shape[0], dtype=boxes.dtype, device=boxes.device)[:, None]
         m = self.mask_pool(masks[:, None], torch.cat([own, boxes], dim=1))
         x = self.fc(self.convs(torch.cat([x, m], dim=1)).flatten(1))
         return self.cls_score(x), F.relu(self.iou_pred(x)[:, 0])

@@ -53,7 +53,8 @@ def crop_class_channel(
     rois = convert_boxes_to_pooler_format(boxes).to(logits.dtype)
     if len(classes) != len(rois):
         raise ValueError(f"crop_class_channel: {len(rois)} boxes but {len(classes)} classes")
-    if len(classes) and (classes.min() < 0 or classes.max() >= c):
+    checked = len(classes) and not torch.jit.is_tracing()  # (min of none fails in a trace)
+    if checked and (classes.min() < 0 or classes.max() >= c):
         raise ValueError(f"crop_class_channel: class index outside [0, {c}): {classes.tolist()}")
     rois[:, 0] = rois[:, 0] * c + classes.to(rois.dtype)
     flat = logits.reshape(n * c, 1, h, w)

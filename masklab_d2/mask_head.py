@@ -11,6 +11,8 @@ from detectron2.modeling.roi_heads import ROI_MASK_HEAD_REGISTRY
 from detectron2.structures import Boxes, Instances
 from torch import nn
 
+from instseg_d2.layers import split_per_image
+
 from .crops import crop_and_resize, crop_class_channel
 from .dense_head import MaskLabDenseHead
 from .directions import direction_pooling
@@ -205,7 +207,7 @@ class MaskLabMaskHead(nn.Module):
         if self.training:
             return self.losses(instances, semantic, direction, coarse, refined)
         probs = (coarse if refined is None else refined).sigmoid()
-        for inst, p in zip(instances, probs.split([len(x) for x in instances])):
+        for inst, p in zip(instances, split_per_image(probs, instances)):
             inst.pred_masks = p
         return instances
 

@@ -110,7 +110,8 @@ class SemiConvMaskHead(MaskRCNNConvUpsampleHead):
             )
         field = "gt_classes" if self.training else "pred_classes"
         classes = cat([getattr(i, field) for i in instances]) if logits.size(1) > 1 else None
-        s = logits[:, 0] if classes is None else logits[torch.arange(len(logits)), classes]
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        s = logits[:, 0] if classes is None else logits[rows, classes]
         seed = (soft_seed if self.training else hard_seed)(embeddings, s)
         log_k = log_steered_bilateral_kernel(embeddings, seed, self.sigma)
         fused = fuse_scores(s, log_k)[:, None]  # (R, 1, M, M)

@@ -4,11 +4,10 @@ from dataclasses import dataclass
 from typing import Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 
 from instseg_d2.benchmark import stage
-from instseg_d2.layers import matrix_nms, point_nms
+from instseg_d2.layers import matrix_nms, point_nms, resize_maps
 
 
 @dataclass
@@ -101,14 +100,9 @@ class SOLOPostProcessor:
         offsets = torch.cumsum(sizes, 0) - sizes
         level_of = torch.repeat_interleave(torch.arange(len(sizes), device=dev), sizes)
         cand = torch.nonzero(scores > self.score_thr)  # (K, 2): global cell, class
-        empty = SOLODetections(
-            scores.new_zeros((0, *mask_size)), scores.new_zeros(0), cand.new_zeros(0)
-        )
-        if not len(cand):
-            return empty
         cells, inv = torch.unique(cand[:, 0], return_inverse=True)  # sorted, so by level
         probs = []
-        for lvl in torch.unique(level_of[cells]).tolist():
+        for lvl in range(len(self.num_grids)):  # every level, also without candidates (trace)
             c = cells[level_of[cells] == lvl] - offsets[lvl]
             idx = torch.full_like(c, b)
             probs.append(head.mask_probs(outputs, lvl, idx, c, out_size=mask_size).float())
@@ -128,8 +122,6 @@ class SOLOPostProcessor:
             )
         keep = torch.nonzero(score >= self.update_thr).squeeze(1)
         order = keep[torch.argsort(score[keep], descending=True, stable=True)][: self.max_per_img]
-        if not len(order):
-            return empty
         return SOLODetections(probs[inv[order]], score[order], classes[order])
 
 
@@ -145,11 +137,8 @@ def masks_to_image(
     bilinear to ``out_size`` (the original image size, or ``input_size`` for raw outputs),
     threshold at ``mask_thr``.
     """
-    k, hf, wf = probs.shape
-    if k == 0:
-        return torch.zeros((0, *out_size), dtype=torch.bool, device=probs.device)
-    x = F.interpolate(probs[None], size=(4 * hf, 4 * wf), mode="bilinear", align_corners=False)
-    x = x[:, :, : input_size[0], : input_size[1]]
+    hf, wf = probs.shape[-2:]
+    x = resize_maps(probs, (4 * hf, 4 * wf))[:, : input_size[0], : input_size[1]]
     if tuple(out_size) != tuple(input_size):
-        x = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
-    return x[0] > mask_thr
+        x = resize_maps(x, tuple(out_size))
+    return x > mask_thr

@@ -1,7 +1,7 @@
 """NMS-free inference of SparseInst (paper Sec. 3.5): scores, maskness rescoring, mask resizing.
 
-Plain tensor functions with static control flow, shared by the eager meta-architecture and the
-exported predictor (:mod:`sparseinst_d2.export`), so that both compute the same thing.
+Plain tensor functions whose control flow does not depend on the data, so that a traced model
+(``tools/export.py``) computes the same thing for any image.
 """
 
 from typing import Tuple
@@ -35,8 +35,7 @@ def score_queries(
 
     Returns:
         rescored scores (Q,), labels (Q,) int64, mask probabilities (Q, h, w) and the bool
-        ``keep`` (Q,), Q = min(N, max_detections). The caller applies ``keep`` last, so that
-        the number of queries can stay static until the end (this is what makes it exportable).
+        ``keep`` (Q,), Q = min(N, max_detections), for the caller to apply.
     """
     probs = torch.sqrt(cls_logits.sigmoid() * objectness_logits.sigmoid())
     scores, labels = probs.max(dim=-1)
@@ -60,7 +59,6 @@ def detect(
     cls_threshold: float,
     mask_threshold: float,
     max_detections: int,
-    static_shapes: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The detections of one image: :func:`score_queries`, then :func:`masks_to_image` and
     the boxes of the masks.
@@ -69,8 +67,6 @@ def detect(
         cls_logits, mask_logits, objectness_logits: the decoder's outputs for this image.
         padded_size, image_size, output_size, mask_threshold: see :func:`masks_to_image`.
         cls_threshold, max_detections: see :func:`score_queries`.
-        static_shapes: for ``torch.export``: drop the rejected queries last rather than before
-            upsampling their masks, and crop without slicing (same results, more work).
 
     Returns:
         scores (M,), classes (M,) int64, masks (M, H_out, W_out) bool, boxes (M, 4) XYXY.
@@ -78,34 +74,10 @@ def detect(
     scores, classes, probs, keep = score_queries(
         cls_logits, mask_logits, objectness_logits, cls_threshold, mask_threshold, max_detections
     )
-    if not static_shapes:
-        scores, classes, probs = scores[keep], classes[keep], probs[keep]
+    scores, classes, probs = scores[keep], classes[keep], probs[keep]
     with stage("masks"):
-        masks = masks_to_image(
-            probs, padded_size, image_size, output_size, mask_threshold, static_shapes
-        )
-    boxes = boxes_from_masks(masks)
-    if static_shapes:
-        scores, classes, masks, boxes = scores[keep], classes[keep], masks[keep], boxes[keep]
-    return scores, classes, masks, boxes
-
-
-def resize_canvas(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """Crop or zero-pad the last two dims of ``x`` (.., H, W) at the bottom/right to ``size``.
-
-    Written with ``index_select`` rather than slicing / ``F.pad`` so that ``torch.export``
-    does not specialise on whether the image size is a multiple of the padding (slices and
-    pads check contiguity and emptiness, which depend on it); the values are the same.
-    """
-    for dim, n in ((-2, size[0]), (-1, size[1])):
-        length = x.shape[dim]
-        idx = torch.arange(n, device=x.device)
-        inside = idx < length
-        x = x.index_select(dim, idx.clamp(max=length - 1))
-        shape = [1] * x.dim()
-        shape[dim] = n
-        x = x * inside.view(shape).to(x.dtype)
-    return x
+        masks = masks_to_image(probs, padded_size, image_size, output_size, mask_threshold)
+    return scores, classes, masks, boxes_from_masks(masks)
 
 
 def masks_to_image(
@@ -114,7 +86,6 @@ def masks_to_image(
     image_size: Tuple[int, int],
     output_size: Tuple[int, int],
     mask_threshold: float,
-    static_shapes: bool = False,
 ) -> torch.Tensor:
     """Binary masks at ``output_size`` from mask probabilities of the padded batch.
 
@@ -127,17 +98,12 @@ def masks_to_image(
         image_size: (H_img, W_img) of this image inside it.
         output_size: (H_out, W_out) wanted (the original image's size).
         mask_threshold: probability threshold.
-        static_shapes: crop with :func:`resize_canvas` (for ``torch.export``) instead of a
-            slice (a view: no copy).
 
     Returns:
         (M, H_out, W_out) bool.
     """
     m = F.interpolate(mask_probs[:, None], size=padded_size, mode="bilinear", align_corners=False)
-    if static_shapes:
-        m = resize_canvas(m, image_size)
-    else:
-        m = m[:, :, : image_size[0], : image_size[1]]
+    m = m[:, :, : image_size[0], : image_size[1]]
     if output_size[0] != image_size[0] or output_size[1] != image_size[1]:
         m = F.interpolate(m, size=output_size, mode="bilinear", align_corners=False)
     return m[:, 0] > mask_threshold

@@ -62,3 +62,24 @@ def checkpoint_log():
     yield messages
     log.removeHandler(handler)
     log.setLevel(level)
+
+
+@pytest.fixture(scope="session")
+def shapes_checkpoint(tiny_shapes, tmp_path_factory, repo_root):
+    """``shapes_checkpoint(config)``: the ``model_final.pth`` (recording its classes) of a
+    1-iteration training of ``config`` (relative to the repository) on the tiny shapes splits,
+    trained once per test session."""
+    from instseg_d2.testing import train_and_evaluate
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    cache = {}
+
+    def get(config: str) -> str:
+        if config not in cache:
+            out = root / config.replace("/", "_")
+            opts = ["SOLVER.MAX_ITER", "1", "DATASETS.TEST", "()"]
+            train_and_evaluate(os.path.join(repo_root, config), str(out), opts)
+            cache[config] = str(out / "model_final.pth")
+        return cache[config]
+
+    return get

@@ -28,8 +28,8 @@ LOW_THRESHOLDS = {
     "MaskRCNN": RCNN_LOW,
     "SemiConv": RCNN_LOW,
     "SOLO": ["MODEL.SOLO.SCORE_THR", "0.0", "MODEL.SOLO.MASK_THR", "0.005",
-             "MODEL.SOLO.UPDATE_THR", "0.0", "MODEL.SOLO.MAX_PER_IMG", "5"],
-    "SparseInst": ["MODEL.SPARSE_INST.MAX_DETECTIONS", "20"],
+             "MODEL.SOLO.UPDATE_THR", "0.0", "TEST.DETECTIONS_PER_IMAGE", "5"],
+    "SparseInst": ["TEST.DETECTIONS_PER_IMAGE", "20"],
     # two detections, tens of refined nodes each (untrained incoherence is 0.5-0.52)
     "Transfiner": ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "2",
                    "MODEL.TRANSFINER.TEST_INCOHERENT_THRESH", "[0.515, 0.515, 0.9]"],

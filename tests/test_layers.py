@@ -11,6 +11,8 @@ from instseg_d2.layers import (
     coordinate_features,
     dice_coefficient,
     dice_loss,
+    resize_maps,
+    split_per_image,
 )
 
 
@@ -73,3 +75,19 @@ def test_locations_and_coords():
     assert c.shape == (2, 2, 3, 5)
     assert c[0, 0, 0].tolist() == [-1, -0.5, 0, 0.5, 1]
     assert c[0, 1, :, 0].tolist() == [-1, 0, 1]
+
+
+def test_resize_maps_and_split_per_image():
+    x = torch.arange(8.0).view(2, 2, 2)
+    up = resize_maps(x, (4, 4))
+    assert up.shape == (2, 4, 4) and up[0, 0, 0] == 0 and up[1, 3, 3] == 7  # edges: no overshoot
+    assert torch.allclose(up[:, 1:3, 1:3].mean((1, 2)), x.mean((1, 2)))
+    assert resize_maps(x[:0], (3, 5)).shape == (0, 3, 5)  # no map: empty, not an error
+    # traced at one size, resized to the size of another input
+    traced = torch.jit.trace(lambda m, ref: resize_maps(m, ref.shape[-2:]), (x, torch.zeros(4, 4)))
+    assert traced(x, torch.zeros(3, 6)).shape == (2, 3, 6)
+    assert traced(x[:0], torch.zeros(3, 6)).shape == (0, 3, 6)
+
+    rows = torch.arange(5)
+    assert [p.tolist() for p in split_per_image(rows, [[0, 0], [0, 0, 0]])] == [[0, 1], [2, 3, 4]]
+    assert split_per_image(rows, [[]])[0] is rows  # one image: no count taken

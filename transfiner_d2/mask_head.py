@@ -19,6 +19,7 @@ from detectron2.structures import Instances
 from torch import nn
 
 from instseg_d2.benchmark import stage
+from instseg_d2.layers import split_per_image
 
 from .losses import boundary_loss, incoherence_loss
 from .refine import QuadtreeRefiner
@@ -193,14 +194,13 @@ class TransfinerMaskHead(MaskRCNNConvUpsampleHead):
         out_size = self.refiner.level_sizes(probs.shape[-1])[-1]
         masks = F.interpolate(probs[:, None], (out_size, out_size), mode="bilinear")
         inds = features.refine_inds
-        if len(inds):
-            with stage("refine"):
-                refined = self.refiner.inference(
-                    probs[inds], incoherence[inds].sigmoid(), features.roi, inds,
-                    features.node_features,
-                )  # fmt: skip
-            masks[inds] = refined[:, None].to(masks.dtype)
-        for x, m in zip(instances, masks.split([len(x) for x in instances])):
+        with stage("refine"):
+            refined = self.refiner.inference(
+                probs[inds], incoherence[inds].sigmoid(), features.roi, inds,
+                features.node_features,
+            )  # fmt: skip
+        masks[inds] = refined[:, None].to(masks.dtype)
+        for x, m in zip(instances, split_per_image(masks, instances)):
             x.pred_masks = m
         return instances
 

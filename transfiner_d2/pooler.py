@@ -39,11 +39,12 @@ class SemanticRefinement(nn.Module):
 
 
 def first_per_image(num_per_image: Sequence[int], cap: int, device=None) -> torch.Tensor:
-    """Indices (into the concatenation over images) of the first ``cap`` RoIs of each image."""
+    """Indices (into the concatenation over images) of the first ``cap`` RoIs of each image.
+    The counts may be 0-dim tensors (a traced model's box counts)."""
     out, start = [], 0
     for n in num_per_image:
-        out.append(torch.arange(start, start + min(n, cap), device=device))
-        start += n
+        out.append(torch.arange(n, device=device)[:cap] + start)
+        start = start + n
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=device)
 
 
@@ -107,8 +108,6 @@ class NodeFeaturePooler(nn.Module):
         r, m = cells.shape
         c = features[0].shape[1]
         out = features[0].new_zeros(r * m, c)
-        if r * m == 0:
-            return out.view(r, m, c)
         size = self.output_sizes[level]
         rois = convert_boxes_to_pooler_format(boxes)[inds]  # (R, 5): image, x0, y0, x1, y1
         fpn = assign_boxes_to_levels(
@@ -125,7 +124,6 @@ class NodeFeaturePooler(nn.Module):
         ).view(r * m, 5)  # fmt: skip
         fpn = fpn[:, None].expand(r, m).reshape(-1)
         for lvl, (x, pooler) in enumerate(zip(features, self.poolers)):
-            sel = (fpn == lvl).nonzero()[:, 0]
-            if len(sel):
-                out[sel] = pooler(x, node_rois[sel]).view(len(sel), c).to(out.dtype)
+            sel = (fpn == lvl).nonzero()[:, 0]  # (possibly none: RoIAlign of no box is empty)
+            out[sel] = pooler(x, node_rois[sel]).flatten(1).to(out.dtype)
         return out.view(r, m, c)

@@ -65,6 +65,7 @@ def sample_train_nodes(
     return indices, valid
 
 
+@torch.jit.script_if_tracing
 def all_nodes(mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Inference: every node of one level, padded to the largest count.
 
@@ -73,10 +74,11 @@ def all_nodes(mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
     Returns:
         (R, M) cell indices (row-major order; padding points at cell 0) and (R, M) bool
-        validity, with M = max nodes over instances.
+        validity, with M = max nodes over instances. Scripted when traced (M depends on the
+        data).
     """
     counts = mask.sum(dim=1)
-    m = int(counts.max()) if mask.shape[0] else 0
+    m = int(counts.max().item()) if mask.size(0) > 0 else 0
     order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)[:, :m]
     valid = torch.arange(m, device=mask.device)[None] < counts[:, None]
     return torch.where(valid, order, torch.zeros_like(order)), valid

@@ -170,6 +170,14 @@ class QuadtreeRefiner(nn.Module):
         return refine_loss(pred, torch.cat(labels, 1))
 
     # ----------------------------------------------------------------------------- inference
+    def _chunks(self, r: int) -> List[slice]:
+        """Slices of ``test_chunk_size`` of R instances; one slice of all when traced (a
+        trace cannot loop a data-dependent number of times; with R <= the chunk size, which
+        is the default's 10, the computation is the same)."""
+        if torch.jit.is_tracing():
+            return [slice(None)]
+        return [slice(s, s + self.test_chunk_size) for s in range(0, r, self.test_chunk_size)]
+
     @torch.no_grad()
     def inference(self, probs, incoherence, roi, inds, node_features: NodeFeatures) -> torch.Tensor:
         """Refined masks of R instances.
@@ -193,8 +201,7 @@ class QuadtreeRefiner(nn.Module):
         self.last_nodes = (r, [int(valid.sum()) for _, valid in selected])
         num_ctx = roi.shape[-1] ** 2
         preds = [probs.new_zeros(idx.shape) for idx, _ in selected]
-        for start in range(0, r, self.test_chunk_size):
-            c = slice(start, start + self.test_chunk_size)
+        for c in self._chunks(r):
             cells = [idx[c] for idx, _ in selected]
             tokens = self._tokens(probs[c], roi[inds[c]], inds[c], node_features, cells)
             pad = torch.cat([tokens[1].new_zeros(cells[0].shape[0], num_ctx, dtype=torch.bool)]
@@ -208,7 +215,7 @@ class QuadtreeRefiner(nn.Module):
             if level > 0:
                 masks = resize_probs(masks, sizes[level], align_corners=True)
             rows, cols = valid.nonzero(as_tuple=True)
-            flat = masks.reshape(r, -1).clone()
+            flat = masks.flatten(1).clone()
             flat[rows, idx[rows, cols]] = pred[rows, cols]
             masks = flat.view(r, sizes[level], sizes[level])
         return masks

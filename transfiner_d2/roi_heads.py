@@ -122,7 +122,7 @@ class TransfinerROIHeads(StandardROIHeads):
         roi = self.mask_pooler(feats, boxes)
         refined_p2, residual = self.semantic_head(feats[0])
         cap = self.train_max_instances if self.training else self.test_max_instances
-        inds = first_per_image([len(b) for b in boxes], cap, roi.device)
+        inds = first_per_image([b.tensor.shape[0] for b in boxes], cap, roi.device)
         node_features = partial(self.node_pooler, [refined_p2] + feats[1:], boxes)
         mask_features = TransfinerFeatures(roi=roi, refine_inds=inds, node_features=node_features)
         if not self.training:

@@ -3,7 +3,7 @@
 import argparse
 import difflib
 import logging
-from typing import List
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import CfgNode
@@ -58,12 +58,12 @@ def _key_error(cfg: CfgNode, err: Exception, source: str) -> ConfigKeyError:
     return ConfigKeyError(f"{source}: config key {key} does not exist.{did_you_mean}")
 
 
-def build_config(config_file: str = "", opts: List[str] = ()) -> CfgNode:
-    """Full config (detectron2 + platform + every method) merged with a file and overrides.
+def merge_config(config_file: str = "", opts: Sequence[str] = ()) -> Tuple[CfgNode, CfgNode]:
+    """The full config (detectron2 + platform + every method) merged with a file and overrides,
+    and the defaults it started from; the class count is not set yet.
 
     Unknown keys raise :class:`ConfigKeyError` naming the file (or the command line) and the
-    key. The class count is synchronised with the datasets (see :func:`sync_num_classes`).
-    A CUDA device on a machine without CUDA falls back to CPU, with a warning.
+    key. A CUDA device on a machine without CUDA falls back to CPU, with a warning.
     """
     cfg = get_full_cfg()
     defaults = cfg.clone()
@@ -85,7 +85,23 @@ def build_config(config_file: str = "", opts: List[str] = ()) -> CfgNode:
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("MODEL.DEVICE=%s but CUDA is not available: using cpu", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
-    sync_num_classes(cfg, defaults, num_classes_keys())
+    return cfg, defaults
+
+
+def build_config(
+    config_file: str = "",
+    opts: Sequence[str] = (),
+    thing_classes: Optional[Sequence[str]] = None,
+    classes_source: str = "the given classes",
+) -> CfgNode:
+    """:func:`merge_config`, with every class-count key set (see :func:`sync_num_classes`).
+
+    The class count comes from the config's datasets, or, given ``thing_classes`` (e.g. the
+    classes a checkpoint records, ``classes_source`` naming them in messages), from those: then
+    DATASETS need not exist (inference with a trained model).
+    """
+    cfg, defaults = merge_config(config_file, opts)
+    sync_num_classes(cfg, defaults, num_classes_keys(), thing_classes, classes_source)
     return cfg
 
 

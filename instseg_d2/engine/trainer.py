@@ -1,7 +1,9 @@
 """The one trainer for every method."""
 
 import logging
+import os
 import weakref
+from typing import Optional, Sequence
 
 import torch
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
@@ -11,7 +13,7 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data import InstanceDatasetMapper
-from .checkpoint import InstSegCheckpointer
+from .checkpoint import META_KEY, InstSegCheckpointer
 from .evaluation import build_coco_evaluator
 from .num_classes import dataset_classes
 from .optimizer import build_optimizer
@@ -29,12 +31,15 @@ class AutocastTrainer(AMPTrainer):
             return SimpleTrainer.run_step(self)
 
 
-def checkpoint_meta(cfg) -> dict:
-    """What a checkpoint records of its model: the meta-architecture and the classes."""
-    names = list(cfg.DATASETS.TRAIN) or list(cfg.DATASETS.TEST)
+def checkpoint_meta(cfg, thing_classes: Optional[Sequence[str]] = None) -> dict:
+    """What a checkpoint records of its model: the meta-architecture and the classes (those of
+    the config's first dataset, or ``thing_classes`` when given)."""
+    if thing_classes is None:
+        names = list(cfg.DATASETS.TRAIN) or list(cfg.DATASETS.TEST)
+        thing_classes = dataset_classes(names[0]) if names else None
     return {
         "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
-        "thing_classes": dataset_classes(names[0]) if names else None,
+        "thing_classes": list(thing_classes) if thing_classes is not None else None,
     }
 
 
@@ -103,8 +108,6 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        import os
-
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_coco_evaluator(cfg, dataset_name, output_folder)
 
@@ -113,11 +116,31 @@ class Trainer(DefaultTrainer):
         return build_optimizer(cfg, model)
 
 
-def load_model(cfg, weights: str = "") -> torch.nn.Module:
+def load_model(
+    cfg, weights: str = "", thing_classes: Optional[Sequence[str]] = None
+) -> torch.nn.Module:
     """``cfg``'s model in eval mode, with ``weights`` loaded strictly (the checkpoint must be of
     this meta-architecture and these classes, see :class:`InstSegCheckpointer`); ``""``: the
-    random initialisation. For tools that run a trained model outside ``train_net.py``."""
+    random initialisation. ``thing_classes``: the model's classes when the config's datasets do
+    not give them (see :func:`checkpoint_meta`). For tools that run a trained model outside
+    ``train_net.py``."""
     model = Trainer.build_model(cfg)
     if weights:
-        InstSegCheckpointer(model, meta=checkpoint_meta(cfg), strict=True).load(weights)
+        meta = checkpoint_meta(cfg, thing_classes)
+        InstSegCheckpointer(model, meta=meta, strict=True).load(weights)
     return model.eval()
+
+
+class _RecordReader(InstSegCheckpointer):
+    """Reads a checkpoint file (as :class:`InstSegCheckpointer` does) without loading it into
+    a model."""
+
+    def _load_model(self, checkpoint):
+        return None
+
+
+def recorded_meta(weights: str) -> dict:
+    """The ``instseg_meta`` record of checkpoint ``weights`` (a path, URL or ``detectron2://``;
+    ``meta_architecture``, ``thing_classes``), ``{}`` for a checkpoint saved elsewhere."""
+    checkpoint = _RecordReader(torch.nn.Module()).load(weights, checkpointables=[])
+    return dict(checkpoint.get(META_KEY) or {})

@@ -6,7 +6,8 @@ from .grad import scale_gradient
 from .losses import dice_coefficient, dice_loss
 from .masks import boxes_from_masks, center_of_mass
 from .matrix_nms import mask_iou_matrix, matrix_nms, point_nms
-from .upsample import aligned_bilinear
+from .split import split_per_image
+from .upsample import aligned_bilinear, resize_maps
 
 __all__ = [
     "aligned_bilinear",
@@ -20,5 +21,7 @@ __all__ = [
     "mask_iou_matrix",
     "matrix_nms",
     "point_nms",
+    "resize_maps",
     "scale_gradient",
+    "split_per_image",
 ]

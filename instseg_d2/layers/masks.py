@@ -43,8 +43,6 @@ def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"boxes_from_masks expects (N, H, W), got {tuple(masks.shape)}")
     n = masks.shape[0]
     boxes = torch.zeros(n, 4, dtype=torch.float32, device=masks.device)
-    if n == 0:
-        return boxes
     m = masks > 0 if masks.dtype != torch.bool else masks
     rows = m.any(dim=2)  # (N, H)
     cols = m.any(dim=1)  # (N, W)
@@ -52,10 +50,9 @@ def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
     h, w = m.shape[1:]
     ar_h = torch.arange(h, device=m.device)
     ar_w = torch.arange(w, device=m.device)
-    big = max(h, w) + 1
-    y0 = torch.where(rows, ar_h, big).min(dim=1).values
+    y0 = torch.where(rows, ar_h, h).min(dim=1).values  # h, w: larger than any index
     y1 = torch.where(rows, ar_h, -1).max(dim=1).values + 1
-    x0 = torch.where(cols, ar_w, big).min(dim=1).values
+    x0 = torch.where(cols, ar_w, w).min(dim=1).values
     x1 = torch.where(cols, ar_w, -1).max(dim=1).values + 1
     out = torch.stack([x0, y0, x1, y1], dim=1).float()
     boxes[nonempty] = out[nonempty]

@@ -37,8 +37,7 @@ def mask_iou_matrix(masks: torch.Tensor, areas: torch.Tensor = None) -> torch.Te
     Returns:
         (N, N) float IoU (0 where both masks are empty).
     """
-    n = masks.shape[0]
-    flat = masks.reshape(n, -1).float()
+    flat = masks.flatten(1).float()
     if areas is None:
         areas = flat.sum(dim=1)
     areas = areas.float()
@@ -83,18 +82,17 @@ def matrix_nms(
     if kernel not in ("gaussian", "linear"):
         raise ValueError(f"matrix_nms: kernel must be 'gaussian' or 'linear', got {kernel!r}")
     n = scores.shape[0]
-    if n == 0:
-        return scores.clone()
     iou = mask_iou_matrix(masks, areas)
     # pair[i, j]: i scores higher than j and has the same class, so i may suppress j
     pair = torch.ones(n, n, dtype=torch.bool, device=scores.device).triu(diagonal=1)
     pair &= labels[:, None] == labels[None, :]
     iou = torch.where(pair, iou, torch.zeros_like(iou))
-    comp = iou.max(dim=0).values  # (N,) how much each i is overlapped by a better one
+    # (N,) how much each i is overlapped by a better one (a row of 0s: also defined for N = 0)
+    comp = torch.cat([iou.new_zeros(1, n), iou]).max(dim=0).values
     if kernel == "gaussian":
         ratio = torch.exp(-sigma * (iou**2 - comp[:, None] ** 2))
     else:
         ratio = (1 - iou) / (1 - comp[:, None]).clamp(min=1e-6)
     ratio = torch.where(pair, ratio, torch.ones_like(ratio))
-    decay = ratio.min(dim=0).values
+    decay = torch.cat([ratio.new_ones(1, n), ratio]).min(dim=0).values
     return scores * decay

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from detectron2.utils.registry import Registry
 from torch import nn
 
-from instseg_d2.layers import conv_norm_relu
+from instseg_d2.layers import conv_norm_relu, resize_maps
 
 SOLO_HEAD_REGISTRY = Registry("SOLO_HEAD")
 SOLO_HEAD_REGISTRY.__doc__ = """SOLO heads, selected by ``MODEL.SOLO.HEAD_NAME``.
@@ -162,6 +162,4 @@ def select_resize(probs: torch.Tensor, out_size=None) -> torch.Tensor:
     """(K, h, w) -> (K, *out_size) bilinear (no-op without out_size)."""
     if out_size is None or tuple(probs.shape[-2:]) == tuple(out_size):
         return probs
-    if probs.shape[0] == 0:
-        return probs.new_zeros((0, *out_size))
-    return F.interpolate(probs[None], size=tuple(out_size), mode="bilinear", align_corners=False)[0]
+    return resize_maps(probs, tuple(out_size))

@@ -126,7 +126,7 @@ class SOLOv2Head(GridHead):
         feat = outputs["mask_feat"]  # (N, E, H, W)
         kernels = outputs["kernels"][level].flatten(2)[img_idx, :, cells]  # (K, E)
         logits = feat.new_zeros((kernels.shape[0], *feat.shape[-2:]))
-        for b in torch.unique(img_idx).tolist():
+        for b in range(feat.shape[0]):  # every image, also those without cells (trace)
             sel = img_idx == b
             logits[sel] = torch.einsum("ke,ehw->khw", kernels[sel], feat[b])
         return select_resize(logits.sigmoid(), out_size)

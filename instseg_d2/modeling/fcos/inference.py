@@ -7,6 +7,17 @@ from detectron2.layers import batched_nms
 from detectron2.structures import Boxes, Instances
 
 
+@torch.jit.script_if_tracing
+def top_candidates(scores: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` highest ``scores`` (in no particular order) and their indices, or all of them
+    with ``arange`` indices when there are at most ``k`` (scripted when traced: the count
+    depends on the image)."""
+    if scores.shape[0] > k:
+        top = scores.topk(k, sorted=False)
+        return top[0], top[1]
+    return scores, torch.arange(scores.shape[0], device=scores.device)
+
+
 def decode_level(
     locations: torch.Tensor,
     logits: torch.Tensor,
@@ -39,10 +50,8 @@ def decode_level(
     out = []
     for i in range(n):
         loc_idx, cls_idx = candidates[i].nonzero(as_tuple=True)
-        s = scores[i, loc_idx, cls_idx]
-        if len(s) > pre_nms_topk:
-            s, keep = s.topk(pre_nms_topk, sorted=False)
-            loc_idx, cls_idx = loc_idx[keep], cls_idx[keep]
+        s, keep = top_candidates(scores[i, loc_idx, cls_idx], pre_nms_topk)
+        loc_idx, cls_idx = loc_idx[keep], cls_idx[keep]
         loc, r = locations[loc_idx], reg[i, loc_idx]
         boxes = torch.stack(
             [loc[:, 0] - r[:, 0], loc[:, 1] - r[:, 1], loc[:, 0] + r[:, 2], loc[:, 1] + r[:, 3]],
@@ -83,9 +92,7 @@ def predict_instances(
     for i, size in enumerate(image_sizes):
         dets = [lvl[i] for lvl in per_level]
         merged = {k: torch.cat([d[k] for d in dets]) for k in dets[0]}
-        levels = torch.cat(
-            [torch.full((len(d["scores"]),), l, dtype=torch.long) for l, d in enumerate(dets)]
-        ).to(merged["scores"].device)
+        levels = torch.cat([torch.full_like(d["classes"], l) for l, d in enumerate(dets)])
         keep = batched_nms(merged["boxes"], merged["scores"], merged["classes"], nms_thresh)
         if post_nms_topk > 0:
             keep = keep[:post_nms_topk]  # batched_nms returns indices by decreasing score
