@@ -182,7 +182,8 @@ def placeholder_categories(
         logger.warning(
             "%s: dropped %d categor%s without instances from the class list: %s. %s",
             where, len(drop), "y" if len(drop) == 1 else "ies", _names(drop),
-            "" if drop_empty else "Keep it with --keep-background-class (keep_background=True).",
+            "" if drop_empty else f"Keep {'it' if len(drop) == 1 else 'them'} with "
+            "--keep-background-class (keep_background=True).",
         )  # fmt: skip
     if kept_empty:
         logger.warning(

@@ -11,6 +11,7 @@ from detectron2.config import CfgNode
 from detectron2.engine import default_argument_parser as d2_argument_parser
 from detectron2.engine import default_setup
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..data import DatasetFormatError, parse_dataset_arg, register_coco_instances_checked
 from ..data.check import check_dataset_images
@@ -120,6 +121,10 @@ def setup(args) -> CfgNode:
     cfg = build_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    # the project's own messages (data check, health report, FCOS warnings) to console + log.txt
+    setup_logger(
+        cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="instseg_d2", enable_propagation=True
+    )
     return cfg
 
 

@@ -110,7 +110,7 @@ class FCOS(nn.Module):
         self.post_nms_topk_test = post_nms_topk_test
         self.thresh_with_ctr = thresh_with_ctr
         self.moving_num_fg = 100.0  # "moving_fg" normaliser, momentum 0.9
-        self._empty_box_iters = 0  # see _watch_collapse
+        self._empty_box_iters, self._collapse_warned = 0, False  # see _watch_collapse
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
@@ -227,7 +227,8 @@ class FCOS(nn.Module):
         r = reg_pred.detach()
         empty = bool((((r[:, 0] + r[:, 2]) * (r[:, 1] + r[:, 3])) == 0).all())
         self._empty_box_iters = self._empty_box_iters + 1 if empty else 0
-        if self._empty_box_iters == COLLAPSE_WARN_ITERS:
+        if self._empty_box_iters >= COLLAPSE_WARN_ITERS and not self._collapse_warned:
+            self._collapse_warned = True
             logger.warning(
                 "FCOS: for %d iterations every positive location has predicted a box of zero "
                 "width or height. The box regression gets no gradient (ReLU + GIoU) and has "
