@@ -26,3 +26,17 @@ def add_instseg_config(cfg: CN) -> None:
     # min(mask IoU, boundary IoU), boundaries d = DILATION_RATIO x image diagonal wide (0.02).
     cfg.TEST.BOUNDARY_AP = False
     cfg.TEST.BOUNDARY_DILATION_RATIO = 0.02
+    # Training health, checked at the end of training (instseg_d2/engine/health.py), one loud
+    # warning for: a loss term whose median over the last STALL_ITERS iterations is within
+    # STALL_TOLERANCE (relative) of its median over the first min(20, STALL_ITERS // 4)
+    # iterations ("has not moved"; 0 disables), and an evaluation without any detection (its
+    # AP is reported as 0 instead of nan).
+    cfg.TEST.STALL_ITERS = 200
+    cfg.TEST.STALL_TOLERANCE = 0.05
+    # True: train_net.py exits with code 3 when the health check finds a problem (sweeps).
+    cfg.TEST.STRICT_HEALTH = False
+    # Early data check by train_net.py, before the model is built: every image of
+    # DATASETS.TRAIN and DATASETS.TEST is opened in parallel worker processes and must have
+    # the size its annotations say. "full": also decode every pixel (finds truncated files);
+    # "header": sizes only (PIL reads the header); "none": skip the check.
+    cfg.DATASETS.IMAGE_CHECK = "full"

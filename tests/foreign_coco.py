@@ -61,3 +61,31 @@ def make_foreign_coco(folder: str) -> str:
     with open(path, "w") as f:
         json.dump(data, f)
     return path
+
+
+def oracle_evaluate(cfg, dataset_name: str, output_dir: str) -> dict:
+    """COCO results of the project's evaluator on ``dataset_name`` with its own ground-truth
+    masks (no boxes, score 1) as predictions: AP 100 when classes and ids are mapped right."""
+    import torch
+    from detectron2.data import DatasetCatalog
+    from detectron2.data import detection_utils as utils
+    from detectron2.structures import Instances
+
+    from instseg_d2.engine import build_coco_evaluator
+
+    evaluator = build_coco_evaluator(cfg, dataset_name, output_dir)
+    evaluator.reset()
+    for d in DatasetCatalog.get(dataset_name):
+        annos = [a for a in d["annotations"] if not a.get("iscrowd")]
+        size = (d["height"], d["width"])
+        inst = Instances(size)
+        masks = torch.zeros(0, *size, dtype=torch.bool)
+        classes = torch.zeros(0, dtype=torch.int64)
+        if annos:
+            gt = utils.annotations_to_instances(annos, size, mask_format="bitmask")
+            masks, classes = gt.gt_masks.tensor, gt.gt_classes
+        inst.pred_masks = masks
+        inst.pred_classes = classes
+        inst.scores = torch.ones(len(classes))
+        evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
+    return evaluator.evaluate()

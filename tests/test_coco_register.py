@@ -7,16 +7,16 @@ import shutil
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.structures import BitMasks
 
-from foreign_coco import H, W, make_foreign_coco
+from foreign_coco import H, W, make_foreign_coco, oracle_evaluate
 from instseg_d2.data import (
     DatasetFormatError,
     InstanceDatasetMapper,
     parse_dataset_arg,
     register_coco_instances_checked,
 )
-from instseg_d2.engine import build_coco_evaluator, build_config
+from instseg_d2.engine import build_config
 
 
 @pytest.fixture
@@ -63,23 +63,7 @@ def test_oracle_predictions_score_100(foreign, tmp_path):
     json_file, image_root = foreign
     register_coco_instances_checked("foreign_eval", json_file, image_root, replace=True)
     cfg = build_config(opts=["DATASETS.TRAIN", "('foreign_eval',)", "MODEL.MASK_ON", "True"])
-    evaluator = build_coco_evaluator(cfg, "foreign_eval", str(tmp_path / "eval"))
-    evaluator.reset()
-    for d in DatasetCatalog.get("foreign_eval"):
-        annos = [a for a in d["annotations"] if not a.get("iscrowd")]
-        inst = Instances((H, W))
-        masks = torch.zeros(0, H, W, dtype=torch.bool)
-        classes = torch.zeros(0, dtype=torch.int64)
-        if annos:
-            from detectron2.data import detection_utils as utils
-
-            gt = utils.annotations_to_instances(annos, (H, W), mask_format="bitmask")
-            masks, classes = gt.gt_masks.tensor, gt.gt_classes
-        inst.pred_masks = masks
-        inst.pred_classes = classes
-        inst.scores = torch.ones(len(classes))
-        evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
-    res = evaluator.evaluate()
+    res = oracle_evaluate(cfg, "foreign_eval", str(tmp_path / "eval"))
     assert res["segm"]["AP"] == pytest.approx(100.0)
     assert res["bbox"]["AP"] == pytest.approx(100.0)  # boxes derived from the masks
 

@@ -28,10 +28,10 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.utils.logger import setup_logger
 
+from ..data.image_io import read_image
 from ..engine import Trainer, build_config, load_model
 from ..engine.setup import register_datasets
 from ..engine.summary import SUMMARY_METRICS as AP_METRICS
@@ -100,7 +100,7 @@ def _resize_aug(cfg, input_size):
 
 
 def _load(cfg, d: dict, aug) -> dict:
-    image = utils.read_image(d["file_name"], format=cfg.INPUT.FORMAT)
+    image = read_image(d["file_name"], format=cfg.INPUT.FORMAT)  # 16-bit / float too
     h, w = image.shape[:2]
     image = aug.get_transform(image).apply_image(image)
     tensor = torch.as_tensor(image.transpose(2, 0, 1).copy())

@@ -141,19 +141,117 @@ def category_metadata(data: dict) -> Dict:
     }
 
 
+def is_placeholder_name(name: str) -> bool:
+    """True for category names of a background placeholder: ``_background_`` (labelme's COCO
+    export), ``__background__``, ``background`` (any case)."""
+    return name.strip("_ ").lower() == "background"
+
+
+def category_instance_counts(data: dict) -> Dict[int, int]:
+    """Number of annotations (crowd included) of every category id of a COCO dict."""
+    counts = {c["id"]: 0 for c in data["categories"]}
+    for a in data.get("annotations", []):
+        counts[a["category_id"]] += 1
+    return counts
+
+
+def placeholder_categories(
+    data: dict, where: str, keep_background: bool = False, drop_empty: bool = False
+) -> List[dict]:
+    """The categories to drop from the class list, with a warning for every category that
+    has no instance or is named like a placeholder (``where`` names the dataset).
+
+    Dropped: categories without instances that are named like a background placeholder
+    (unless ``keep_background``), or any category without instances with ``drop_empty``.
+    """
+    counts = category_instance_counts(data)
+    drop, kept_empty = [], []
+    for c in data["categories"]:
+        n, placeholder = counts[c["id"]], is_placeholder_name(c["name"])
+        if n == 0 and (drop_empty or (placeholder and not keep_background)):
+            drop.append(c)
+        elif n == 0:
+            kept_empty.append(c)
+        elif placeholder:
+            logger.warning(
+                "%s: category %r (id %s) is named like a background placeholder but has %d "
+                "instances: kept as a class",
+                where, c["name"], c["id"], n,
+            )  # fmt: skip
+    if drop:
+        logger.warning(
+            "%s: dropped %d categor%s without instances from the class list: %s. %s",
+            where, len(drop), "y" if len(drop) == 1 else "ies", _names(drop),
+            "" if drop_empty else f"Keep {'it' if len(drop) == 1 else 'them'} with "
+            "--keep-background-class (keep_background=True).",
+        )  # fmt: skip
+    if kept_empty:
+        logger.warning(
+            "%s: %d categor%s without instances, kept as classes that this set cannot teach "
+            "or evaluate: %s. Drop them with --drop-empty-classes (drop_empty=True).",
+            where, len(kept_empty), "y" if len(kept_empty) == 1 else "ies", _names(kept_empty),
+        )  # fmt: skip
+    if len(drop) == len(data["categories"]):
+        raise DatasetFormatError(f"{where}: no category has an instance; no class is left")
+    return drop
+
+
+def _names(categories: List[dict]) -> str:
+    return ", ".join(f"{c['name']!r} (id {c['id']})" for c in categories)
+
+
+def _without_categories(data: dict, drop: List[dict], json_file: str, name: str) -> str:
+    """Write ``data`` without the categories ``drop`` (none of which has an annotation) to the
+    cache folder; return its path. Loader and COCOEvaluator both read this file, so the class
+    list, the contiguous ids and the evaluation agree."""
+    import hashlib
+
+    from .shapes import cache_root
+
+    dropped = sorted(c["id"] for c in drop)
+    stat = os.stat(json_file)
+    key = f"{json_file}:{stat.st_mtime_ns}:{stat.st_size}:{dropped}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    out = os.path.join(cache_root(), "coco", f"{name}_{digest}.json")
+    if not os.path.isfile(out):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        kept = dict(data, categories=[c for c in data["categories"] if c["id"] not in dropped])
+        tmp = f"{out}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(kept, f)
+        os.replace(tmp, out)
+    return out
+
+
 def register_coco_instances_checked(
-    name: str, json_file: str, image_root: str, replace: bool = False
+    name: str,
+    json_file: str,
+    image_root: str,
+    replace: bool = False,
+    keep_background: bool = False,
+    drop_empty: bool = False,
 ) -> None:
     """Validate a COCO json now, then register it as dataset ``name`` (classes from the json).
 
     The class names (sorted by category id, contiguous ids 0..K-1) are available from
     ``MetadataCatalog.get(name).thing_classes`` right away; the dicts load on first use.
+    Categories without instances are reported; those named like a background placeholder
+    (e.g. labelme's ``_background_``) are dropped from the class list unless
+    ``keep_background``, and with ``drop_empty`` every category without instances is (see
+    :func:`placeholder_categories`). The loader and the evaluator then read a copy of the json
+    without them (``metadata.json_file``; ``metadata.source_json_file`` is the original).
     """
     json_file, image_root = os.path.abspath(json_file), os.path.abspath(image_root)
     if not os.path.isdir(image_root):
         raise FileNotFoundError(f"Image folder of dataset {name!r} not found: {image_root!r}")
     data = read_coco_json(json_file)
     validate_coco_dict(data, json_file, image_root)
+    where = f"Dataset {name!r} ({json_file})"
+    drop = placeholder_categories(data, where, keep_background, drop_empty)
+    source_json = json_file
+    if drop:
+        json_file = _without_categories(data, drop, json_file, name)
+        data = dict(data, categories=[c for c in data["categories"] if c not in drop])
     if name in DatasetCatalog.list():
         if not replace:
             raise ValueError(f"Dataset name {name!r} is already registered; choose another name")
@@ -163,7 +261,11 @@ def register_coco_instances_checked(
         name, lambda: load_coco_json(json_file, image_root, name, extra_annotation_keys=["id"])
     )
     MetadataCatalog.get(name).set(
-        json_file=json_file, image_root=image_root, evaluator_type="coco", **category_metadata(data)
+        json_file=json_file,
+        source_json_file=source_json,
+        image_root=image_root,
+        evaluator_type="coco",
+        **category_metadata(data),
     )
 
 

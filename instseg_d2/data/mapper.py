@@ -12,6 +12,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
 from .crop import RandomCropWithInstance
+from .image_io import ImageReadError, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,9 @@ class InstanceDatasetMapper(DatasetMapper):
       and an image whose annotations hold RLE masks gets bitmasks whatever the format;
     * the optional crop (``INPUT.CROP``) is instance-aware when ``INPUT.CROP.CROP_INSTANCE``;
       boxes are then recomputed from the cropped masks;
-    * an image that cannot be read raises an error that names the file, and a training
+    * 16-bit and float images are scaled to 8 bits by their range
+      (:func:`instseg_d2.data.image_io.read_image`); an image that cannot be read raises an
+      error that names the file, and a training
       annotation without a mask raises an error that names the image and the annotation.
 
     Output per image: ``image`` (C, H, W) uint8 tensor in ``INPUT.FORMAT``, ``height``/``width``
@@ -56,7 +59,9 @@ class InstanceDatasetMapper(DatasetMapper):
         dataset_dict = copy.deepcopy(dataset_dict)
         file_name = dataset_dict["file_name"]
         try:
-            image = utils.read_image(file_name, format=self.image_format)
+            image = read_image(file_name, format=self.image_format)
+        except ImageReadError:
+            raise  # its message names the file
         except Exception as e:  # PIL raises several types; name the file whatever it is
             raise ValueError(f"Cannot read image {file_name!r}: {type(e).__name__}: {e}") from e
         utils.check_image_size(dataset_dict, image)

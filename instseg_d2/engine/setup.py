@@ -3,14 +3,18 @@
 import argparse
 import difflib
 import logging
+import time
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import CfgNode
 from detectron2.engine import default_argument_parser as d2_argument_parser
 from detectron2.engine import default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
-from ..data import parse_dataset_arg, register_coco_instances_checked
+from ..data import DatasetFormatError, parse_dataset_arg, register_coco_instances_checked
+from ..data.check import check_dataset_images
 from ..plugins import get_full_cfg, num_classes_keys
 from .num_classes import sync_num_classes
 
@@ -35,12 +39,30 @@ def default_argument_parser(epilog=None) -> argparse.ArgumentParser:
         help="register a COCO-format dataset under NAME (repeatable); use it with "
         "DATASETS.TRAIN / DATASETS.TEST, e.g. DATASETS.TRAIN \"('NAME',)\"",
     )
+    parser.add_argument(
+        "--keep-background-class",
+        action="store_true",
+        help="keep a --dataset category named like a background placeholder (_background_, "
+        "background) that has no instance; by default it is dropped from the class list",
+    )
+    parser.add_argument(
+        "--drop-empty-classes",
+        action="store_true",
+        help="drop from each --dataset every category that has no instance in it (train and "
+        "test sets must keep the same classes)",
+    )
     return parser
 
 
-def register_datasets(specs: List[str]) -> None:
+def register_datasets(
+    specs: List[str], keep_background: bool = False, drop_empty: bool = False
+) -> None:
+    """Register ``NAME=annotations.json:image_dir`` specs (see
+    :func:`instseg_d2.data.register_coco_instances_checked` for the two flags)."""
     for spec in specs:
-        register_coco_instances_checked(*parse_dataset_arg(spec))
+        register_coco_instances_checked(
+            *parse_dataset_arg(spec), keep_background=keep_background, drop_empty=drop_empty
+        )
 
 
 def _all_keys(cfg: CfgNode, prefix: str = "") -> List[str]:
@@ -107,8 +129,38 @@ def build_config(
 
 def setup(args) -> CfgNode:
     """Register ``--dataset`` entries, build and freeze the config, set up logging/output."""
-    register_datasets(args.dataset)
+    register_datasets(
+        args.dataset,
+        keep_background=getattr(args, "keep_background_class", False),
+        drop_empty=getattr(args, "drop_empty_classes", False),
+    )
     cfg = build_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    # the project's own messages (data check, health report, FCOS warnings) to console + log.txt
+    setup_logger(
+        cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="instseg_d2", enable_propagation=True
+    )
     return cfg
+
+
+def check_data(cfg: CfgNode, eval_only: bool = False) -> None:
+    """The early data check (``DATASETS.IMAGE_CHECK``) of the training and test sets (test sets
+    only with ``eval_only``), run by the main process before the model is built; every
+    process raises its :class:`DatasetFormatError`, which names the bad files."""
+    names = ([] if eval_only else list(cfg.DATASETS.TRAIN)) + list(cfg.DATASETS.TEST)
+    error = None
+    if comm.is_main_process() and cfg.DATASETS.IMAGE_CHECK != "none":
+        start = time.perf_counter()
+        try:
+            n = check_dataset_images(names, cfg.DATASETS.IMAGE_CHECK)
+            logger.info(
+                "Image check (DATASETS.IMAGE_CHECK %r) of %s: %d images fine in %.1f s",
+                cfg.DATASETS.IMAGE_CHECK, ", ".join(names), n, time.perf_counter() - start,
+            )  # fmt: skip
+        except DatasetFormatError as e:
+            error = str(e)
+    if comm.get_world_size() > 1:
+        error = comm.all_gather(error)[0]
+    if error:
+        raise DatasetFormatError(error)

@@ -3,7 +3,8 @@
 import logging
 import os
 import weakref
-from typing import Optional, Sequence
+from collections import OrderedDict
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
@@ -15,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data import InstanceDatasetMapper
 from .checkpoint import META_KEY, InstSegCheckpointer
 from .evaluation import build_coco_evaluator
+from .health import DetectionCounter, TrainingHealth, zero_ap_without_detections
 from .num_classes import dataset_classes
 from .optimizer import build_optimizer
 
@@ -49,7 +51,10 @@ class Trainer(DefaultTrainer):
     * training loader: :class:`InstanceDatasetMapper` (one mapper for all methods);
     * evaluation: COCOEvaluator (boxes derived from masks where a method has none), every
       ``TEST.EVAL_PERIOD`` iterations and at the end; ``model_best.pth`` keeps the weights of
-      the best ``TEST.BEST_CHECKPOINT_METRIC`` (segm AP);
+      the best ``TEST.BEST_CHECKPOINT_METRIC`` (segm AP); an evaluation without any detection
+      reports AP 0 and says why (not ``nan``);
+    * health check at the end of training (:mod:`instseg_d2.engine.health`): stalled loss
+      terms and evaluations without detections are listed in ``health_problems`` and logged;
     * optimizer: :func:`build_optimizer` (SGD / AdamW, backbone multiplier, clipping);
     * AMP with ``SOLVER.AMP.ENABLED`` (fp16 on CUDA, bfloat16 on CPU);
     * DDP over GPUs (NCCL) or CPU processes (gloo) with ``--num-gpus N``.
@@ -83,6 +88,10 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         ret = super().build_hooks()
+        # the same evaluation, recording which datasets got no detection for the health check
+        at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook))
+        ret[at] = hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self._evaluate_and_record)
+        ret.append(TrainingHealth(self.cfg.TEST.STALL_ITERS, self.cfg.TEST.STALL_TOLERANCE))
         metric = self.cfg.TEST.BEST_CHECKPOINT_METRIC
         if self.cfg.TEST.EVAL_PERIOD > 0 and metric and comm.is_main_process():
             at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook)) + 1
@@ -92,9 +101,40 @@ class Trainer(DefaultTrainer):
         return ret
 
     def train(self):
-        """Train; return the results of the last evaluation (None if there was none)."""
+        """Train; return the results of the last evaluation (None if there was none).
+        Afterwards ``health_problems`` lists what the health check found (empty: none)."""
+        self.health_problems: List[str] = []
         super().train()
         return getattr(self, "_last_eval_results", None)
+
+    def _evaluate_and_record(self):
+        self._last_eval_results, self.last_eval_problems = self.evaluate(self.cfg, self.model)
+        return self._last_eval_results
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's ``test``; with the project's evaluators (``evaluators=None``) an
+        evaluation without any detection reports AP 0 and says why (see :meth:`evaluate`)."""
+        if evaluators is not None:
+            return super().test(cfg, model, evaluators)
+        return cls.evaluate(cfg, model)[0]
+
+    @classmethod
+    def evaluate(cls, cfg, model) -> Tuple[dict, List[str]]:
+        """Evaluate on every ``DATASETS.TEST`` set; return ``(results, problems)``.
+
+        ``results`` as :meth:`test` (``{task: metrics}`` for one dataset, else keyed by
+        dataset); a dataset on which the model made no detection at all gets AP 0 instead of
+        ``nan`` and a line in ``problems`` (see :func:`zero_ap_without_detections`)."""
+        names = list(cfg.DATASETS.TEST)
+        counters = [DetectionCounter(cls.build_evaluator(cfg, name)) for name in names]
+        results = super().test(cfg, model, counters) if names else OrderedDict()
+        per_dataset = results if len(names) > 1 else {names[0]: results} if names else {}
+        problems = []
+        for name, counter in zip(names, counters):
+            if counter.num_detections == 0 and per_dataset.get(name):
+                problems += zero_ap_without_detections(per_dataset[name], name)
+        return results, problems
 
     @classmethod
     def build_train_loader(cls, cfg):

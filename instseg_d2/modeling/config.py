@@ -28,6 +28,7 @@ def add_fcos_config(cfg: CN) -> None:
     # Initial bias of bbox_pred (distances in strides; reference: 0). Through the ReLU, a location
     # predicting zero width or height gets no GIoU gradient; a positive bias (the shapes BlendMask
     # config: 1.0) starts every location with a box, so no positive is dead at initialisation.
+    # With 0, small objects can make the whole regression collapse (projects/FCOS/NOTES.md).
     _C.MODEL.FCOS.BBOX_PRED_BIAS_INIT = 0.0
     # pi: prior probability of the classification bias, b = -log((1 - pi) / pi).
     _C.MODEL.FCOS.PRIOR_PROB = 0.01

@@ -1,5 +1,6 @@
 """FCOS (Tian et al., ICCV 2019) as a detectron2 proposal generator, shared by the mask methods."""
 
+import logging
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -14,6 +15,12 @@ from .head import FCOSHead
 from .inference import predict_instances
 from .losses import box_losses, classification_loss, ctrness_targets, reduce_mean
 from .targets import fcos_targets
+
+logger = logging.getLogger(__name__)
+
+# Training iterations in a row in which every positive location predicts a box without area
+# before FCOS warns that its box regression has collapsed (projects/FCOS/NOTES.md).
+COLLAPSE_WARN_ITERS = 20
 
 
 @PROPOSAL_GENERATOR_REGISTRY.register()
@@ -103,6 +110,7 @@ class FCOS(nn.Module):
         self.post_nms_topk_test = post_nms_topk_test
         self.thresh_with_ctr = thresh_with_ctr
         self.moving_num_fg = 100.0  # "moving_fg" normaliser, momentum 0.9
+        self._empty_box_iters, self._collapse_warned = 0, False  # see _watch_collapse
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
@@ -199,6 +207,7 @@ class FCOS(nn.Module):
 
         pos = flat[pos_inds]
         pos.pos_inds = pos_inds
+        self._watch_collapse(pos.reg_pred)
         pos.gt_ctrs = ctrness_targets(pos.reg_targets)
         loss_denorm = max(reduce_mean(pos.gt_ctrs.sum()).item(), 1e-6)
         losses.update(
@@ -208,3 +217,23 @@ class FCOS(nn.Module):
             )
         )  # fmt: skip
         return {"instances": pos, "loss_denorm": loss_denorm}, losses
+
+    def _watch_collapse(self, reg_pred: torch.Tensor) -> None:
+        """Warn once when, for COLLAPSE_WARN_ITERS iterations in a row, every positive location
+        predicted a box without area: through the ReLU and the GIoU loss its regression then
+        gets no gradient at all and does not recover. ``reg_pred``: (P, 4) ltrb."""
+        if len(reg_pred) == 0:
+            return
+        r = reg_pred.detach()
+        empty = bool((((r[:, 0] + r[:, 2]) * (r[:, 1] + r[:, 3])) == 0).all())
+        self._empty_box_iters = self._empty_box_iters + 1 if empty else 0
+        if self._empty_box_iters >= COLLAPSE_WARN_ITERS and not self._collapse_warned:
+            self._collapse_warned = True
+            logger.warning(
+                "FCOS: for %d iterations every positive location has predicted a box of zero "
+                "width or height. The box regression gets no gradient (ReLU + GIoU) and has "
+                "collapsed: loss_fcos_loc stays where it is and post-processing will drop every "
+                "detection. On small objects MODEL.FCOS.BBOX_PRED_BIAS_INIT 1.0 avoids it "
+                "(projects/FCOS/NOTES.md).",
+                COLLAPSE_WARN_ITERS,
+            )
