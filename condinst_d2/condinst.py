@@ -10,11 +10,11 @@ from detectron2.modeling.meta_arch.build import META_ARCH_REGISTRY
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import BitMasks, ImageList, Instances
 
-from instseg_d2.benchmark import stage
 from instseg_d2.layers import aligned_bilinear, dice_loss
 from instseg_d2.modeling import OneStageDetector
 from instseg_d2.modeling.fcos.targets import instance_bitmasks
 from instseg_d2.modeling.refine import top_conv
+from instseg_d2.utils.profiling import stage
 
 from .dynamic_head import DynamicMaskHead
 from .mask_branch import MaskBranch

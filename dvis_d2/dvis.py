@@ -10,8 +10,8 @@ from detectron2.structures import BitMasks, Boxes, ImageList, Instances, Polygon
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from instseg_d2.benchmark import stage
 from instseg_d2.layers import aligned_bilinear, boxes_from_masks
+from instseg_d2.utils.profiling import stage
 
 from . import losses as L
 from .discretization import Candidates, Discretizer

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 
-from instseg_d2.benchmark import stage
 from instseg_d2.layers import matrix_nms, point_nms
+from instseg_d2.utils.profiling import stage
 
 
 @dataclass

@@ -11,9 +11,9 @@ from detectron2.utils.events import EventStorage
 
 from dvis_d2 import Candidates, Discretizer, VerificationHead, add_rectangle_candidates
 from dvis_d2.verification import verification_losses, verification_scores
-from instseg_d2.benchmark import record_stages
 from instseg_d2.data import InstanceDatasetMapper
 from instseg_d2.testing import build_tiny_cfg, train_and_evaluate
+from instseg_d2.utils.profiling import record_stages
 
 CONFIG = "configs/DVIS/shapes_R_18.yaml"
 

@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..data import InstanceDatasetMapper
 from ..engine import build_optimizer
-from .stages import _sync
+from ..utils.profiling import sync_cuda
 
 Batch = List[dict]
 
@@ -164,7 +164,7 @@ def measure_train_steps(
                 optimizer.zero_grad()
                 sum(losses.values()).backward()
                 optimizer.step()
-                _sync()  # CUDA, if the model is on it
+                sync_cuda()  # CUDA, if the model is on it
                 c2, w2 = time.process_time(), time.perf_counter()
             if i < warmup:
                 continue
