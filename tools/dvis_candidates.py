@@ -33,7 +33,7 @@ from detectron2.data import DatasetCatalog, build_detection_test_loader
 
 from dvis_d2 import add_rectangle_candidates
 from instseg_d2.benchmark import count_stage_ops
-from instseg_d2.benchmark.stages import OUTSIDE
+from instseg_d2.utils.profiling import OUTSIDE
 from instseg_d2.data import InstanceDatasetMapper
 from instseg_d2.engine import build_config, load_model
 
