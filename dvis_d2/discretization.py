@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 
+from instseg_d2.layers import mask_iou_matrix
+
 from .meanshift import connected_components, mean_shift_modes
-from .targets import mask_iou
 
 
 @dataclass
@@ -179,7 +180,7 @@ class Discretizer(torch.nn.Module):
     def _dedup(self, c: Candidates) -> Candidates:
         if len(c) < 2 or self.dedup_iou > 1:
             return c
-        iou = mask_iou(c.masks, c.masks).triu(diagonal=1)  # iou[i, j] for i < j
+        iou = mask_iou_matrix(c.masks).triu(diagonal=1)  # iou[i, j] for i < j
         keep = ~(iou >= self.dedup_iou).any(dim=0)
         return Candidates(c.masks[keep], c.values[keep], c.bandwidths[keep])
 

@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
-from detectron2.structures import BitMasks, Boxes, ImageList, Instances, PolygonMasks
+from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from instseg_d2.layers import aligned_bilinear, boxes_from_masks
+from instseg_d2.layers import aligned_bilinear, boxes_from_masks, instance_bitmasks
 from instseg_d2.utils.profiling import stage
 
 from . import losses as L
@@ -194,7 +194,7 @@ class DVIS(nn.Module):
         f = F.relu(z)
         gt = [x["instances"].to(self.device) for x in batched_inputs]
         t = label_targets(
-            [_bitmasks(g) for g in gt],
+            [instance_bitmasks(g) for g in gt],
             images.image_sizes,
             tuple(images.tensor.shape[-2:]),
             self.stride,
@@ -300,15 +300,6 @@ class DVIS(nn.Module):
             out.pred_masks = m[:, 0] > 0.5
         out.pred_boxes = Boxes(boxes_from_masks(out.pred_masks))
         return out
-
-
-def _bitmasks(instances: Instances) -> torch.Tensor:
-    """(G, H, W) bool GT masks of an image's instances (BitMasks or PolygonMasks)."""
-    masks = instances.gt_masks
-    h, w = instances.image_size
-    if isinstance(masks, PolygonMasks):
-        masks = BitMasks.from_polygon_masks(masks, h, w)
-    return masks.tensor.bool()
 
 
 def _gt_candidates(masks: torch.Tensor, f: torch.Tensor) -> Candidates:

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from detectron2.layers import ROIAlign
 from detectron2.structures import Instances
 
+from instseg_d2.layers import instance_bitmasks
+
 
 def incoherent_maps(masks: torch.Tensor, downsample: int = 2, eps: float = 0.01) -> torch.Tensor:
     """Incoherent-region maps of full-resolution masks (paper Eq. 1), at 1/downsample size.
@@ -96,7 +98,7 @@ def semantic_targets(targets: List[Instances], size: Sequence[int], stride: int)
     h, w = size
     out = []
     for t in targets:
-        masks = t.gt_masks.tensor
+        masks = instance_bitmasks(t)
         union = masks.any(dim=0) if len(masks) else masks.new_zeros(t.image_size, dtype=bool)
         ph, pw = h * stride - union.shape[0], w * stride - union.shape[1]
         if ph < 0 or pw < 0:
@@ -124,7 +126,7 @@ class MaskTargets:
     """
 
     def __init__(self, instances: List[Instances], targets: List[Instances], downsample, eps):
-        masks = [t.gt_masks.tensor for t in targets]
+        masks = [instance_bitmasks(t) for t in targets]
         h = max(m.shape[1] for m in masks)
         w = max(m.shape[2] for m in masks)
         self.masks = torch.cat([_pad_to(m.float(), h, w) for m in masks])
