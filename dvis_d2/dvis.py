@@ -1,6 +1,6 @@
 """DVIS meta-architecture: label FCN, variational loss, discretization, verification."""
 
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -116,9 +116,6 @@ class DVIS(nn.Module):
         self.max_detections = max_detections
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        # per image of the last inference call: number of candidates, bandwidth of each
-        self.last_num_candidates: List[int] = []
-        self.last_candidate_bandwidths: List[torch.Tensor] = []
 
     @classmethod
     def from_config(cls, cfg):
@@ -252,12 +249,10 @@ class DVIS(nn.Module):
         feature, z, valid = self._label_map(images)
         with stage("discretization"):
             candidates = self.discretizer(F.relu(z), valid)
-        self.last_num_candidates = [len(c) for c in candidates]
-        self.last_candidate_bandwidths = [c.bandwidths for c in candidates]
         with stage("verification"):
             logits, iou = self.verifier(feature, candidates, images.image_sizes)
             scores, classes = verification_scores(logits, iou, self.score_cls_weight)
-            n = self.last_num_candidates
+            n = [len(c) for c in candidates]
             results = [
                 self._select(c, s, k)
                 for c, s, k in zip(candidates, scores.split(n), classes.split(n))

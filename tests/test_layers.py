@@ -146,5 +146,6 @@ def test_mask_iou_matrix_pairs_and_self():
     own = mask_iou_matrix(a)
     assert torch.allclose(own, torch.tensor([[1.0, 2 / 6], [2 / 6, 1.0]]))
     assert torch.equal(mask_iou_matrix(a, areas=torch.tensor([4.0, 4.0])), own)
+    assert mask_iou_matrix(a[:0], b).shape == (0, 3) and mask_iou_matrix(a, b[:0]).shape == (2, 0)
     with pytest.raises(ValueError, match="areas"):
         mask_iou_matrix(a, b, areas=torch.tensor([4.0, 4.0]))

@@ -8,7 +8,8 @@ and returns a :class:`StepCost`: per step the process CPU time (``time.process_t
 depends much less than the wall time on the other users of a shared machine) and the wall time;
 optionally the CPU time of the forward passes of parts of the model and of backward + step, and
 the FLOPs of one step (``torch.utils.flop_counter``: matrix products and convolutions, forward
-and backward, independent of the machine's load). ``tools/step_cost.py`` is the command line.
+and backward, independent of the machine's load). ``tools/step_cost.py`` is the command line
+(:mod:`.step_cost_cli`).
 """
 
 import random

@@ -82,11 +82,11 @@ def mask_iou_matrix(
     """
     if other is not None and areas is not None:
         raise ValueError("mask_iou_matrix: areas are those of masks against themselves, not other")
-    flat = masks.reshape(masks.shape[0], -1).float()
+    flat = masks.flatten(1).float()
     if areas is None:
         areas = flat.sum(dim=1)
     areas = areas.float()
-    flat_o = flat if other is None else other.reshape(other.shape[0], -1).float()
+    flat_o = flat if other is None else other.flatten(1).float()
     areas_o = areas if other is None else flat_o.sum(dim=1)
     inter = flat @ flat_o.t()
     union = areas[:, None] + areas_o[None, :] - inter
