@@ -49,12 +49,12 @@ from instseg_d2.benchmark.step_cost_cli import (
 )
 from instseg_d2.data import InstanceDatasetMapper
 from instseg_d2.engine import build_config, load_model
+from instseg_d2.utils.commands import run_command
 from instseg_d2.utils.profiling import OUTSIDE, count_stage_ops
 
 from .discretization import Candidates, Discretizer
 
 CANDIDATES = "dvis/num_candidates"
-PROG = "python -m dvis_d2.diagnostics"
 
 
 def add_rectangle_candidates(discretizer: Discretizer, n: int, seed: int = 1) -> RemovableHandle:
@@ -193,13 +193,7 @@ COMMANDS = {"candidates": candidates, "step-cost": step_cost}
 
 def main(argv: Optional[Sequence[str]] = None):
     """Run the diagnostic named by the first argument with the rest; return its result."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
-        raise SystemExit(
-            f"usage: {PROG} {{{','.join(COMMANDS)}}} ... (-h for a command's options); "
-            f"got {argv[:1] or 'nothing'}"
-        )
-    return COMMANDS[argv[0]](argv[1:], prog=f"{PROG} {argv[0]}")
+    return run_command(COMMANDS, "python -m dvis_d2.diagnostics", argv)
 
 
 if __name__ == "__main__":

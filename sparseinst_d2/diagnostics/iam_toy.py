@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..decoder import BaseIAMDecoder, InstanceBranch, MaskBranch
 from ..loss import SparseInstCriterion
 from ..matcher import SparseInstMatcher
-from . import share_on_objects
+from .maps import share_on_objects
 
 K, C, S = 3, 8, 16  # classes, feature channels, map side
 

@@ -45,7 +45,7 @@ from instseg_d2.engine import build_config, load_model, load_resnet_state
 from instseg_d2.layers import dice_coefficient
 
 from ..loss import target_masks
-from . import share_on_objects
+from .maps import share_on_objects
 
 
 def match_stats(model, batches) -> dict:
