@@ -15,6 +15,7 @@ from instseg_d2.layers import (
     dice_loss,
     instance_bitmasks,
     mask_iou_matrix,
+    sample_at_stride,
 )
 
 
@@ -107,6 +108,7 @@ def test_instance_bitmasks_pad_and_stride(fmt):
     cells = instance_bitmasks(inst, pad_to=(16, 16), stride=4)
     assert cells.shape == (1, 4, 4)
     assert cells[0].nonzero().tolist() == [[0, 1]]  # row 2, column 6 (2 and 10 are outside)
+    assert torch.equal(sample_at_stride(padded.float(), 4), cells.float())  # any tensor
     # offset 0 (top-left pixels): rows 0, 4, 8, columns 0, 4, 8 -> (4, 4) and (4, 8) inside
     corners = instance_bitmasks(inst, stride=4, offset=0)
     assert corners.shape == (1, 3, 3) and corners[0].nonzero().tolist() == [[1, 1], [1, 2]]
@@ -126,7 +128,7 @@ def test_instance_bitmasks_polygons_at_stride_and_errors():
     )
     with pytest.raises(ValueError, match="needs pad_to"):
         instance_bitmasks(inst, stride=2, polygons_at_stride=True)
-    with pytest.raises(ValueError, match="offset 4"):
+    with pytest.raises(ValueError, match="stride 4, offset 4"):
         instance_bitmasks(inst, stride=4, offset=4)
     inst.gt_masks = torch.zeros(1, 10, 12)
     with pytest.raises(TypeError, match="BitMasks or PolygonMasks, got Tensor"):

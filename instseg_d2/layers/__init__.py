@@ -4,7 +4,7 @@ from .conv import conv_norm_relu
 from .coords import compute_locations, coordinate_features
 from .grad import scale_gradient
 from .losses import dice_coefficient, dice_loss
-from .gt_masks import instance_bitmasks
+from .gt_masks import instance_bitmasks, sample_at_stride
 from .masks import boxes_from_masks, center_of_mass, mask_iou_matrix
 from .matrix_nms import matrix_nms, point_nms
 from .upsample import aligned_bilinear
@@ -22,5 +22,6 @@ __all__ = [
     "mask_iou_matrix",
     "matrix_nms",
     "point_nms",
+    "sample_at_stride",
     "scale_gradient",
 ]

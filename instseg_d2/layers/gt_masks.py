@@ -44,10 +44,7 @@ def instance_bitmasks(
     masks = instances.gt_masks
     if not isinstance(masks, (BitMasks, PolygonMasks)):
         raise TypeError(f"gt_masks must be BitMasks or PolygonMasks, got {type(masks).__name__}")
-    offset = stride // 2 if offset is None else offset
-    if stride < 1 or not 0 <= offset < stride:
-        raise ValueError(f"instance_bitmasks: need stride >= 1 and 0 <= offset < stride, got "
-                         f"stride {stride}, offset {offset}")  # fmt: skip
+    offset = _check_stride(stride, offset)
     if polygons_at_stride and pad_to is None:
         raise ValueError("instance_bitmasks: polygons_at_stride needs pad_to (the grid's size)")
     device = instances.gt_boxes.device if instances.has("gt_boxes") else masks.device
@@ -64,6 +61,24 @@ def instance_bitmasks(
     m = masks.tensor.to(device=device, dtype=torch.bool)
     if pad_to is not None:
         m = F.pad(m, (0, int(pad_to[1]) - m.shape[-1], 0, int(pad_to[0]) - m.shape[-2]))
-    if stride > 1:
-        m = m[:, offset::stride, offset::stride]
-    return m
+    return sample_at_stride(m, stride, offset)
+
+
+def sample_at_stride(
+    masks: torch.Tensor, stride: int, offset: Optional[int] = None
+) -> torch.Tensor:
+    """The pixels ``offset + k * stride`` of the last two dimensions of ``masks`` (..., H, W):
+    ``(..., ceil((H - offset) / stride), ceil((W - offset) / stride))``. ``offset`` defaults to
+    ``stride // 2``, the centre pixel ``floor((k + 0.5) stride)`` of cell k of a stride-s map."""
+    offset = _check_stride(stride, offset)
+    return masks[..., offset::stride, offset::stride] if stride > 1 else masks
+
+
+def _check_stride(stride: int, offset: Optional[int]) -> int:
+    """``offset`` (default ``stride // 2``), checked: ``stride >= 1``, ``0 <= offset < stride``."""
+    offset = stride // 2 if offset is None else offset
+    if stride < 1 or not 0 <= offset < stride:
+        raise ValueError(
+            f"need stride >= 1 and 0 <= offset < stride, got stride {stride}, offset {offset}"
+        )
+    return offset
