@@ -49,7 +49,7 @@ def instance_bitmasks(
         raise ValueError("instance_bitmasks: polygons_at_stride needs pad_to (the grid's size)")
     device = instances.gt_boxes.device if instances.has("gt_boxes") else masks.device
     if polygons_at_stride and isinstance(masks, PolygonMasks):
-        grid = (-(-(pad_to[0] - offset) // stride), -(-(pad_to[1] - offset) // stride))
+        grid = tuple(-(-(int(n) - offset) // stride) for n in pad_to)
         cells = [
             torch.from_numpy(polygons_to_bitmask([p / stride for p in polys], *grid))
             for polys in masks.polygons
