@@ -9,9 +9,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.structures import Instances
 from torch import nn
 
-from instseg_d2.layers import conv_norm_relu
+from instseg_d2.layers import conv_norm_relu, instance_bitmasks
 from instseg_d2.modeling.refine import RefineAndSum
-from instseg_d2.modeling.fcos.targets import instance_bitmasks
 
 
 class ProtoNet(RefineAndSum):
@@ -106,7 +105,7 @@ def thing_semantic_targets(instances: Instances, out_size, stride: int) -> torch
     out = torch.zeros(tuple(out_size), dtype=torch.long, device=instances.gt_boxes.device)
     if len(instances) == 0:
         return out
-    m = instance_bitmasks(instances)[:, ::stride, ::stride]
+    m = instance_bitmasks(instances, stride=stride, offset=0)
     g, h, w = m.shape
     order = torch.arange(1, g + 1, device=m.device)[:, None, None]
     last = (m * order).max(dim=0).values  # 1-based index of the last instance, 0 = none

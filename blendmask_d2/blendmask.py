@@ -5,9 +5,9 @@ from typing import List
 from detectron2.config import configurable
 from detectron2.modeling.meta_arch.build import META_ARCH_REGISTRY
 
-from instseg_d2.benchmark import stage
 from instseg_d2.modeling import OneStageDetector
 from instseg_d2.modeling.refine import top_conv
+from instseg_d2.utils.profiling import stage
 
 from .basis_module import ProtoNet
 from .blender import Blender

@@ -10,11 +10,10 @@ from detectron2.modeling.meta_arch.build import META_ARCH_REGISTRY
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import BitMasks, ImageList, Instances
 
-from instseg_d2.benchmark import stage
-from instseg_d2.layers import aligned_bilinear, dice_loss, split_per_image
+from instseg_d2.layers import aligned_bilinear, dice_loss, instance_bitmasks, split_per_image
 from instseg_d2.modeling import OneStageDetector
-from instseg_d2.modeling.fcos.targets import instance_bitmasks
 from instseg_d2.modeling.refine import top_conv
+from instseg_d2.utils.profiling import stage
 
 from .dynamic_head import DynamicMaskHead
 from .mask_branch import MaskBranch
@@ -84,11 +83,10 @@ class CondInst(OneStageDetector):
         for inst in gt_instances:
             if not inst.has("gt_masks"):
                 raise ValueError("CondInst needs instance masks (gt_masks) for training")
-            m = instance_bitmasks(inst)
-            full = F.pad(m.float(), (0, wp - m.shape[-1], 0, hp - m.shape[-2]))
-            inst.gt_masks = BitMasks(m)  # rasterised once (FCOS's centres of mass use them)
-            inst.gt_bitmasks_full = full
-            inst.gt_bitmasks = full[:, s // 2 :: s, s // 2 :: s]
+            # rasterised once (FCOS's centres of mass use them too)
+            inst.gt_masks = BitMasks(instance_bitmasks(inst))
+            inst.gt_bitmasks_full = instance_bitmasks(inst, pad_to=(hp, wp)).float()
+            inst.gt_bitmasks = instance_bitmasks(inst, pad_to=(hp, wp), stride=s).float()
 
     def select_proposals(self, pos: Instances) -> Instances:
         """MAX_PROPOSALS random positives, or TOPK_PROPOSALS_PER_IM by score per image/GT."""

@@ -10,7 +10,7 @@ from detectron2.structures import Instances
 from fvcore.nn import sigmoid_focal_loss_jit
 from torch import nn
 
-from instseg_d2.layers import conv_norm_relu
+from instseg_d2.layers import conv_norm_relu, sample_at_stride
 from instseg_d2.modeling.refine import RefineAndSum
 
 
@@ -107,8 +107,7 @@ def semantic_targets(masks: torch.Tensor, classes: torch.Tensor, stride: int) ->
     Returns:
         (ceil((H - stride//2) / stride), ...) int64.
     """
-    start = stride // 2
-    m = masks[:, start::stride, start::stride] > 0
+    m = sample_at_stride(masks, stride) > 0
     if len(masks) == 0:
         return torch.zeros(m.shape[1:], dtype=torch.long, device=masks.device)
     areas = masks.flatten(1).float().sum(dim=1)

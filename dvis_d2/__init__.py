@@ -1,7 +1,7 @@
 """DVIS: Deep Variational Instance Segmentation (Yuan, Chen, Li, NeurIPS 2020) on detectron2."""
 
 from .config import add_dvis_config
-from .discretization import Candidates, Discretizer, add_rectangle_candidates
+from .discretization import Candidates, Discretizer
 from .dvis import DVIS  # registers META_ARCH "DVIS"
 from .label_head import LabelHead
 from .verification import VerificationHead
@@ -16,5 +16,4 @@ __all__ = [
     "NUM_CLASSES_KEYS",
     "VerificationHead",
     "add_dvis_config",
-    "add_rectangle_candidates",
 ]

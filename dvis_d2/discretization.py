@@ -1,14 +1,15 @@
 """Discretization of the real-valued label map into candidate segments (no gradient)."""
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 
+from instseg_d2.layers import mask_iou_matrix
+
 from .meanshift import connected_components, mean_shift_modes
-from .targets import mask_iou
 
 
 @dataclass
@@ -175,44 +176,9 @@ class Discretizer(torch.nn.Module):
     def _dedup(self, c: Candidates) -> Candidates:
         if self.dedup_iou > 1:
             return c
-        iou = mask_iou(c.masks, c.masks).triu(diagonal=1)  # iou[i, j] for i < j
+        iou = mask_iou_matrix(c.masks).triu(diagonal=1)  # iou[i, j] for i < j
         keep = ~(iou >= self.dedup_iou).any(dim=0)
         return Candidates(c.masks[keep], c.values[keep], c.bandwidths[keep])
-
-
-def add_rectangle_candidates(discretizer: Discretizer, n: int, seed: int = 1) -> None:
-    """Make ``discretizer`` append ``n`` small rectangles to every image's candidates.
-
-    For measuring the cost of a training step at a realistic candidate count without training
-    (``tools/step_cost.py --extra-candidates``): a freshly initialised DVIS model yields almost
-    no candidates, mid-training it yields 20-40 per image, and the verification head's cost grows
-    with that number. After this call each forward of ``discretizer`` returns, after the real
-    candidates of each image, ``n`` axis-aligned rectangles of 3-8 x 3-8 label-map cells (value
-    1, bandwidth index 0) placed by a generator seeded with ``seed`` at every call (the same
-    rectangles each time). Not for training or evaluation runs.
-    """
-    real = discretizer.forward
-
-    def forward(f: torch.Tensor, valid: torch.Tensor) -> List[Candidates]:
-        gen = torch.Generator().manual_seed(seed)
-        return [
-            Candidates.cat([c, _rectangles(n, v.shape, gen, f.device)])
-            for c, v in zip(real(f, valid), valid)
-        ]
-
-    discretizer.forward = forward
-
-
-def _rectangles(n: int, size: Tuple[int, int], gen: torch.Generator, device) -> Candidates:
-    """``n`` rectangles of 3-8 x 3-8 cells at random places of an (h, w) label map."""
-    h, w = size
-    masks = torch.zeros(n, h, w, dtype=torch.bool, device=device)
-    for i in range(n):
-        y0 = int(torch.randint(0, max(h - 8, 1), (1,), generator=gen))
-        x0 = int(torch.randint(0, max(w - 8, 1), (1,), generator=gen))
-        masks[i, y0 : y0 + 3 + i % 6, x0 : x0 + 3 + (i * 7) % 6] = True
-    zeros = torch.zeros(n, dtype=torch.long, device=device)
-    return Candidates(masks, zeros.float() + 1, zeros)
 
 
 def _boundary(comp: torch.Tensor) -> torch.Tensor:

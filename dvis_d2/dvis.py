@@ -1,17 +1,17 @@
 """DVIS meta-architecture: label FCN, variational loss, discretization, verification."""
 
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
-from detectron2.structures import BitMasks, Boxes, ImageList, Instances, PolygonMasks
+from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from instseg_d2.benchmark import stage
-from instseg_d2.layers import aligned_bilinear, boxes_from_masks, split_per_image
+from instseg_d2.layers import aligned_bilinear, boxes_from_masks, instance_bitmasks, split_per_image
+from instseg_d2.utils.profiling import stage
 
 from . import losses as L
 from .discretization import Candidates, Discretizer
@@ -116,9 +116,6 @@ class DVIS(nn.Module):
         self.max_detections = max_detections
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        # per image of the last inference call: number of candidates, bandwidth of each
-        self.last_num_candidates: List[int] = []
-        self.last_candidate_bandwidths: List[torch.Tensor] = []
 
     @classmethod
     def from_config(cls, cfg):
@@ -194,7 +191,7 @@ class DVIS(nn.Module):
         f = F.relu(z)
         gt = [x["instances"].to(self.device) for x in batched_inputs]
         t = label_targets(
-            [_bitmasks(g) for g in gt],
+            [instance_bitmasks(g) for g in gt],
             images.image_sizes,
             tuple(images.tensor.shape[-2:]),
             self.stride,
@@ -252,8 +249,6 @@ class DVIS(nn.Module):
         feature, z, valid = self._label_map(images)
         with stage("discretization"):
             candidates = self.discretizer(F.relu(z), valid)
-        self.last_num_candidates = [len(c) for c in candidates]
-        self.last_candidate_bandwidths = [c.bandwidths for c in candidates]
         with stage("verification"):
             logits, iou = self.verifier(feature, candidates, images.image_sizes)
             scores, classes = verification_scores(logits, iou, self.score_cls_weight)
@@ -299,15 +294,6 @@ class DVIS(nn.Module):
         out.pred_masks = m[:, 0] > 0.5
         out.pred_boxes = Boxes(boxes_from_masks(out.pred_masks))
         return out
-
-
-def _bitmasks(instances: Instances) -> torch.Tensor:
-    """(G, H, W) bool GT masks of an image's instances (BitMasks or PolygonMasks)."""
-    masks = instances.gt_masks
-    h, w = instances.image_size
-    if isinstance(masks, PolygonMasks):
-        masks = BitMasks.from_polygon_masks(masks, h, w)
-    return masks.tensor.bool()
 
 
 def _gt_candidates(masks: torch.Tensor, f: torch.Tensor) -> Candidates:

@@ -6,6 +6,8 @@ from typing import List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from instseg_d2.layers import mask_iou_matrix
+
 
 @dataclass
 class LabelTargets:
@@ -84,15 +86,6 @@ def valid_mask(image_sizes: Sequence[Tuple[int, int]], shape, stride: int, devic
     return torch.stack([(rows * stride < hi) & (cols * stride < wi) for hi, wi in image_sizes])
 
 
-def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of every mask of ``a`` (N, h, w) with every mask of ``b`` (M, h, w): (N, M)."""
-    fa = a.flatten(1).float()
-    fb = b.flatten(1).float()
-    inter = fa @ fb.t()
-    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
-    return inter / union.clamp(min=1.0)
-
-
 def verification_targets(
     cand_masks: torch.Tensor,
     gt_masks: torch.Tensor,
@@ -117,7 +110,7 @@ def verification_targets(
     if gt_masks.shape[0] == 0:
         iou = torch.zeros(r, device=cand_masks.device)
         return torch.full((r,), num_classes, dtype=torch.long, device=iou.device), iou
-    iou, idx = mask_iou(cand_masks, gt_masks).max(dim=1)
+    iou, idx = mask_iou_matrix(cand_masks, gt_masks).max(dim=1)
     classes = gt_classes[idx].clone()
     classes[iou < iou_high] = -1
     classes[iou < iou_low] = num_classes

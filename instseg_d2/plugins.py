@@ -51,8 +51,11 @@ def method_package_names() -> List[str]:
     return list(_loaded)
 
 
-def add_all_configs(cfg: CfgNode) -> CfgNode:
-    """Add the platform's keys and every installed method's keys to ``cfg`` (in place)."""
+def add_all_configs(cfg: CfgNode) -> None:
+    """Add the platform's keys and every installed method's keys to ``cfg`` (in place).
+
+    Every ``add_*_config`` adds keys to the cfg it is given and returns None, like detectron2's;
+    one that returns something (a copy it may have changed instead) is an error naming it."""
     add_instseg_config(cfg)
     for pkg, fn_name in METHOD_PACKAGES:
         mod = _loaded.get(pkg)
@@ -61,8 +64,11 @@ def add_all_configs(cfg: CfgNode) -> CfgNode:
         fn = getattr(mod, fn_name, None)
         if fn is None:
             raise AttributeError(f"Method package {pkg!r} does not define {fn_name}(cfg)")
-        fn(cfg)
-    return cfg
+        if fn(cfg) is not None:
+            raise TypeError(
+                f"{pkg}.{fn_name}(cfg) returned a value: it must add its keys to the cfg it is "
+                "given and return None"
+            )
 
 
 def num_classes_keys() -> List[str]:
@@ -75,4 +81,6 @@ def num_classes_keys() -> List[str]:
 def get_full_cfg() -> CfgNode:
     """detectron2's default config plus the keys of the platform and of every method."""
     load_method_packages()
-    return add_all_configs(get_cfg())
+    cfg = get_cfg()
+    add_all_configs(cfg)
+    return cfg

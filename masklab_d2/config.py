@@ -7,8 +7,8 @@ value as default; keys for what the paper leaves open say so and give our choice
 from detectron2.config import CfgNode as CN
 
 
-def add_masklab_config(cfg: CN) -> CN:
-    """Add MaskLab's keys to ``cfg`` (in place) and return it."""
+def add_masklab_config(cfg: CN) -> None:
+    """Add MaskLab's keys to ``cfg`` (in place)."""
     cfg.MODEL.MASKLAB = CN()
     _C = cfg.MODEL.MASKLAB
 
@@ -77,4 +77,3 @@ def add_masklab_config(cfg: CN) -> CN:
     # RoI pooling (0.1); the offset network is 3x3 conv (this width) + ReLU + 3x3 conv to 2.
     _C.DEFORMABLE_OFFSET_SCALE = 0.1
     _C.DEFORMABLE_OFFSET_DIM = 256
-    return cfg

@@ -3,7 +3,9 @@
 from typing import List, Tuple
 
 import torch
-from detectron2.structures import BitMasks, Instances, PolygonMasks, polygons_to_bitmask
+from detectron2.structures import Instances
+
+from instseg_d2.layers import instance_bitmasks
 
 from .directions import direction_bin
 
@@ -21,25 +23,11 @@ def masks_on_grid(
         (R, H, W) bool.
     """
     hf, wf = grid_hw
-    if isinstance(gt_masks, PolygonMasks):
-        # Rasterising polygons scaled by 1 / s decides each cell by its centre, like the sampling.
-        out = [
-            torch.from_numpy(polygons_to_bitmask([p / stride for p in polys], hf, wf))
-            for polys in gt_masks.polygons
-        ]
-        if not out:
-            return torch.zeros(0, hf, wf, dtype=torch.bool)
-        return torch.stack(out).to(torch.bool)
-    if not isinstance(gt_masks, BitMasks):
-        raise TypeError(f"gt_masks must be BitMasks or PolygonMasks, got {type(gt_masks)}")
-    m = gt_masks.tensor
-    h, w = image_size
-    dev = m.device
-    ys = torch.floor((torch.arange(hf, device=dev) + 0.5) * stride).long()
-    xs = torch.floor((torch.arange(wf, device=dev) + 0.5) * stride).long()
-    inside = (ys < min(h, m.shape[1]))[:, None] & (xs < min(w, m.shape[2]))[None, :]
-    sampled = m[:, ys.clamp(max=m.shape[1] - 1)][:, :, xs.clamp(max=m.shape[2] - 1)]
-    return sampled.bool() & inside[None]
+    instances = Instances(tuple(image_size), gt_masks=gt_masks)
+    # Polygons scaled by 1 / s are rasterised on the grid: each cell decided around its centre.
+    return instance_bitmasks(
+        instances, pad_to=(hf * stride, wf * stride), stride=stride, polygons_at_stride=True
+    )
 
 
 def dense_targets(

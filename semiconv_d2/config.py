@@ -3,8 +3,8 @@
 from detectron2.config import CfgNode as CN
 
 
-def add_semiconv_config(cfg: CN) -> CN:
-    """Add ``MODEL.SEMICONV.*`` to ``cfg`` (in place) and return it.
+def add_semiconv_config(cfg: CN) -> None:
+    """Add ``MODEL.SEMICONV.*`` to ``cfg`` (in place).
 
     The model is detectron2's GeneralizedRCNN with ``ROI_HEADS.NAME: SemiConvROIHeads`` and
     ``ROI_MASK_HEAD.NAME: SemiConvMaskHead``; every other key is Mask R-CNN's. Defaults are the
@@ -43,4 +43,3 @@ def add_semiconv_config(cfg: CN) -> CN:
     # mask head's own score s (False). Paper: s_hat gives the final probabilities and the model
     # is trained end to end; which score the mask loss sees is not stated. Our choice: True.
     _C.MASK_LOSS_ON_FUSED = True
-    return cfg

@@ -3,8 +3,9 @@
 from typing import List, Optional
 
 import torch
-import torch.nn.functional as F
-from detectron2.structures import BitMasks, Instances, PolygonMasks
+from detectron2.structures import Instances
+
+from instseg_d2.layers import instance_bitmasks
 
 from .kernel import embedding_distance
 
@@ -45,14 +46,9 @@ def masks_at_level(gt_masks, image_size, stride: int, level_size) -> torch.Tenso
     Returns:
         (K, H_l, W_l) bool.
     """
-    if isinstance(gt_masks, PolygonMasks):
-        gt_masks = BitMasks.from_polygon_masks(gt_masks, *image_size)
-    if not isinstance(gt_masks, BitMasks):
-        raise TypeError(f"gt_masks must be BitMasks or PolygonMasks, got {type(gt_masks)}")
-    m = gt_masks.tensor[:, stride // 2 :: stride, stride // 2 :: stride]
     hl, wl = level_size
-    m = m[:, :hl, :wl]
-    return F.pad(m, (0, wl - m.shape[2], 0, hl - m.shape[1])).bool()
+    instances = Instances(tuple(image_size), gt_masks=gt_masks)
+    return instance_bitmasks(instances, pad_to=(hl * stride, wl * stride), stride=stride)
 
 
 def embedding_loss(

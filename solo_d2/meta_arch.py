@@ -9,13 +9,13 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
-from instseg_d2.layers import boxes_from_masks
+from instseg_d2.layers import boxes_from_masks, instance_bitmasks
 
 from .heads import SOLOv2Head, build_solo_head, rescale_instance_levels
 from .losses import solo_losses
 from .postprocess import SOLOPostProcessor, masks_to_image
 from .reference_rules import reference_mask_targets
-from .targets import TARGET_RULES, LevelTargets, mask_targets, padded_gt_masks, solo_targets
+from .targets import TARGET_RULES, LevelTargets, mask_targets, solo_targets
 
 
 @META_ARCH_REGISTRY.register()
@@ -133,7 +133,7 @@ class SOLO(nn.Module):
     def assign(self, gt_instances: List[Instances], padded_size) -> Tuple[List, List]:
         """Grid targets of a batch (:class:`~solo_d2.targets.LevelTargets` per level, by
         ``MODEL.SOLO.TARGET_RULES``) and the GT masks padded to ``padded_size`` (per image)."""
-        masks = [padded_gt_masks(inst, padded_size) for inst in gt_instances]
+        masks = [instance_bitmasks(inst, pad_to=padded_size) for inst in gt_instances]
         targets = solo_targets(
             gt_instances, masks, self.num_grids, self.scale_ranges, self.sigma,
             self.num_classes, self.target_rules,

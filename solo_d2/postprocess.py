@@ -6,8 +6,8 @@ from typing import Sequence, Tuple
 import torch
 from detectron2.config import configurable
 
-from instseg_d2.benchmark import stage
 from instseg_d2.layers import matrix_nms, point_nms, resize_maps
+from instseg_d2.utils.profiling import stage
 
 
 @dataclass

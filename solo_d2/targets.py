@@ -23,7 +23,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from detectron2.structures import BitMasks, Instances, PolygonMasks
+from detectron2.structures import Instances
 
 from instseg_d2.layers import center_of_mass
 
@@ -136,18 +136,6 @@ def level_regions(
     return in_row[:, :, None] & in_col[:, None, :] & valid[:, None, None]
 
 
-def padded_gt_masks(instances: Instances, image_size: Tuple[int, int]) -> torch.Tensor:
-    """(G, H, W) bool masks of ``instances.gt_masks`` zero-padded to the batch's input size."""
-    masks = instances.gt_masks
-    h, w = instances.image_size
-    if isinstance(masks, PolygonMasks):
-        masks = BitMasks.from_polygon_masks(masks, h, w)
-    if not isinstance(masks, BitMasks):
-        raise TypeError(f"SOLO needs gt_masks as BitMasks or PolygonMasks, got {type(masks)}")
-    m = masks.tensor.bool()
-    return F.pad(m, (0, image_size[1] - m.shape[-1], 0, image_size[0] - m.shape[-2]))
-
-
 def solo_targets(
     gt_instances: List[Instances],
     masks: List[torch.Tensor],
@@ -161,7 +149,8 @@ def solo_targets(
 
     Args:
         gt_instances: per image, ``gt_boxes`` and ``gt_classes``.
-        masks: per image, (G, H, W) padded masks (:func:`padded_gt_masks`); (H, W) is the
+        masks: per image, (G, H, W) padded masks (:func:`~instseg_d2.layers.instance_bitmasks`
+            with ``pad_to``); (H, W) is the
             padded input size over which the grids are laid.
         rules: "paper" (one instance per cell) or "reference" (AdelaiDet's SOLOv2: every
             instance keeps every cell of its region, see :mod:`solo_d2.reference_rules`).

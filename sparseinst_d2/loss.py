@@ -18,12 +18,12 @@ from typing import Dict, List, Sequence
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.structures import BitMasks, Instances, PolygonMasks
+from detectron2.structures import Instances
 from detectron2.utils import comm
 from fvcore.nn import sigmoid_focal_loss
 from torch import nn
 
-from instseg_d2.layers import dice_loss
+from instseg_d2.layers import dice_loss, instance_bitmasks
 
 from .matcher import SparseInstMatcher
 
@@ -44,14 +44,8 @@ def target_masks(
     """
     out = []
     for inst in instances:
-        h, w = inst.image_size
-        gt = inst.gt_masks
-        if isinstance(gt, PolygonMasks):
-            gt = BitMasks.from_polygon_masks(gt.polygons, h, w)
-        m = gt.tensor.float() if isinstance(gt, BitMasks) else torch.as_tensor(gt).float()
-        padded = m.new_zeros((m.shape[0], int(padded_size[0]), int(padded_size[1])))
-        padded[:, : m.shape[1], : m.shape[2]] = m
-        if m.shape[0] == 0:
+        padded = instance_bitmasks(inst, pad_to=tuple(padded_size)).float()
+        if padded.shape[0] == 0:
             out.append(padded.new_zeros((0, int(out_size[0]), int(out_size[1]))))
             continue
         resized = F.interpolate(

@@ -9,8 +9,8 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from instseg_d2.benchmark import stage
 from instseg_d2.layers import boxes_from_masks
+from instseg_d2.utils.profiling import stage
 
 
 def score_queries(

@@ -33,8 +33,8 @@ def repo_root():
 
 @pytest.fixture(scope="session")
 def load_tool(repo_root):
-    """``load_tool(name)``: ``tools/<name>.py`` imported as a module (the tools are scripts,
-    not a package)."""
+    """``load_tool(name)``: ``tools/<name>.py`` imported as a module (the user tools are
+    scripts, not a package; everything else is imported as a module)."""
 
     def load(name: str):
         path = os.path.join(repo_root, "tools", f"{name}.py")

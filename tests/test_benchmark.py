@@ -7,10 +7,9 @@ import os
 import torch
 from detectron2.data import MetadataCatalog
 
-from instseg_d2.benchmark import count_stage_ops, record_stages, stage
 from instseg_d2.benchmark.report import markdown_table
-from instseg_d2.benchmark.stages import OUTSIDE
 from instseg_d2.testing import train_and_evaluate
+from instseg_d2.utils.profiling import OUTSIDE, count_stage_ops, record_stages, stage
 
 MASK_RCNN = "configs/MaskRCNN/shapes_R_18_FPN.yaml"
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from instseg_d2.engine import CheckpointMismatchError, InstSegCheckpointer
+from instseg_d2.engine.transfer_backbone import main as transfer_backbone
 
 
 class Net(nn.Module):
@@ -81,3 +82,31 @@ def test_best_checkpoint_does_not_move_resume_tag(tmp_path):
     ck.save("model_best")
     assert os.path.basename(ck.get_checkpoint_file()) == "model_0000009.pth"
     assert os.path.isfile(tmp_path / "model_best.pth")
+
+
+def test_transfer_backbone_writes_the_resnet_under_a_prefix(tmp_path):
+    src = {
+        "backbone.bottom_up.stem.conv1.weight": torch.ones(2),
+        "backbone.bottom_up.res5.0.conv1.norm.running_mean": torch.zeros(3),
+        "backbone.fpn_lateral2.weight": torch.ones(1),
+        "roi_heads.box_predictor.cls_score.weight": torch.ones(1),
+    }
+    torch.save({"model": src, "iteration": 9}, tmp_path / "src.pth")
+    out = transfer_backbone([str(tmp_path / "src.pth"), str(tmp_path / "out.pth")])
+    assert set(out) == {"backbone.stem.conv1.weight", "backbone.res5.0.conv1.norm.running_mean"}
+    saved = torch.load(tmp_path / "out.pth", weights_only=False)["model"]
+    assert torch.equal(saved["backbone.stem.conv1.weight"], torch.ones(2))
+    # a plain-ResNet source, written for an FPN model
+    torch.save({"model": out}, tmp_path / "plain.pth")
+    out2 = transfer_backbone(
+        [str(tmp_path / "plain.pth"), str(tmp_path / "o2.pth"), "--target-prefix",
+         "backbone.bottom_up."]
+    )  # fmt: skip
+    assert set(out2) == {k for k in src if k.startswith("backbone.bottom_up.")}
+    # no ResNet in it / not a checkpoint: the file is named
+    torch.save({"model": {"head.weight": torch.ones(1)}}, tmp_path / "head.pth")
+    with pytest.raises(SystemExit, match="head.pth: no ResNet"):
+        transfer_backbone([str(tmp_path / "head.pth"), str(tmp_path / "o3.pth")])
+    (tmp_path / "junk.pth").write_text("junk")
+    with pytest.raises(SystemExit, match="junk.pth: not a readable checkpoint"):
+        transfer_backbone([str(tmp_path / "junk.pth"), str(tmp_path / "o4.pth")])

@@ -9,11 +9,12 @@ from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from dvis_d2 import Candidates, Discretizer, VerificationHead, add_rectangle_candidates
+from dvis_d2 import Candidates, Discretizer, VerificationHead
+from dvis_d2.diagnostics import add_rectangle_candidates, main
 from dvis_d2.verification import verification_losses, verification_scores
-from instseg_d2.benchmark import record_stages
 from instseg_d2.data import InstanceDatasetMapper
 from instseg_d2.testing import build_tiny_cfg, train_and_evaluate
+from instseg_d2.utils.profiling import record_stages
 
 CONFIG = "configs/DVIS/shapes_R_18.yaml"
 
@@ -71,10 +72,12 @@ def test_inference_format_stages_and_cap(tiny_shapes, tmp_path, repo_root):
         return z
 
     model.label_head.forward = plateau_head
+    seen = []
+    model.discretizer.register_forward_hook(lambda m, i, o: seen.append([len(c) for c in o]))
     with record_stages() as st:
         out = model(data)
     assert set(st) == {"discretization", "verification"}
-    assert model.last_num_candidates == [3, 3]
+    assert seen == [[3, 3]]
     for o, x in zip(out, data):
         inst = o["instances"]
         assert inst.image_size == (x["height"], x["width"])
@@ -128,16 +131,13 @@ def test_bad_config_names_the_key(tiny_shapes, tmp_path, repo_root):
         _model_and_data(repo_root, tmp_path, ["MODEL.DVIS.MEANSHIFT.MIN_AREA", "(3,)"])
 
 
-def test_end_to_end_train_and_eval_and_candidate_count(
-    tiny_shapes, tmp_path, repo_root, capsys, load_tool
-):
+def test_end_to_end_train_and_eval_and_candidate_count(tiny_shapes, tmp_path, repo_root, capsys):
     res = train_and_evaluate(f"{repo_root}/{CONFIG}", str(tmp_path))
     assert "segm" in res and "bbox" in res
-    tool = load_tool("dvis_candidates")
     weights = str(tmp_path / "model_final.pth")
-    tool.main(["--config-file", f"{repo_root}/{CONFIG}", "--weights", weights, "--num-images", "2"]
-              + ["--count-ops", "DATASETS.TEST", "('shapes_tiny_val',)"]
-              + ["MODEL.DEVICE", "cpu"])  # fmt: skip
+    config = ["candidates", "--config-file", f"{repo_root}/{CONFIG}", "--num-images", "2"]
+    main(config + ["--weights", weights, "--count-ops", "DATASETS.TEST", "('shapes_tiny_val',)"]
+         + ["MODEL.DEVICE", "cpu"])  # fmt: skip
     out = capsys.readouterr().out
     assert "shapes_tiny_val: 2 images" in out and "candidates per image: mean" in out
     assert "from bandwidth 0.9" in out and "from bandwidth 0.4" in out
@@ -150,9 +150,8 @@ def test_end_to_end_train_and_eval_and_candidate_count(
     assert abs(sum(shares.values()) - 100) < 0.1 and shares["discretization"] > 0
 
     # randomly initialised, with 3 rectangles added per image: at least 3 candidates each
-    tool.main(["--config-file", f"{repo_root}/{CONFIG}", "--weights", "", "--num-images", "2"]
-              + ["--count-ops", "--extra-candidates", "3", "DATASETS.TEST", "('shapes_tiny_val',)"]
-              + ["MODEL.DEVICE", "cpu"])  # fmt: skip
+    main(config + ["--weights", "", "--count-ops", "--extra-candidates", "3"]
+         + ["DATASETS.TEST", "('shapes_tiny_val',)", "MODEL.DEVICE", "cpu"])  # fmt: skip
     out = capsys.readouterr().out
     assert "randomly initialised" in out and "3 rectangles added" in out
     counts = next(line for line in out.splitlines() if line.startswith("candidates per image"))
@@ -165,13 +164,15 @@ def test_rectangle_candidates_added_after_the_real_ones():
     f[0, 2:6, 3:8] = 2.0  # one real segment in image 0, none in image 1
     valid = torch.ones(2, 12, 16, dtype=torch.bool)
     real = disc(f, valid)
-    add_rectangle_candidates(disc, 7)
+    handle = add_rectangle_candidates(disc, 7)
     out, again = disc(f, valid), disc(f, valid)
     assert [len(c) for c in real] == [1, 0] and [len(c) for c in out] == [8, 7]
     assert torch.equal(out[0].masks[:1], real[0].masks)
     assert all(torch.equal(a.masks, b.masks) for a, b in zip(out, again))  # same each call
     areas = out[1].masks.flatten(1).sum(1)
     assert areas.min() >= 9 and areas.max() <= 64 and out[1].values.eq(1).all()
+    handle.remove()  # the discretizer is left as it was
+    assert [len(c) for c in disc(f, valid)] == [1, 0]
 
 
 def test_detached_verifier_features_keep_its_losses_out_of_the_backbone(

@@ -2,7 +2,7 @@
 
 ``tests/fixtures/parity/adelaidet_*.pt`` hold what AdelaiDet's own models computed, stage by
 stage, on two small images with fixed ground truth, with every parameter set by
-``instseg_d2.testing.parity_tensor`` (written by ``tools/parity/adelaidet.py``; see
+``instseg_d2.parity.parity_tensor`` (written by ``tools/parity/adelaidet.py``; see
 tools/parity/README.md). Here the project's models are built from their shapes configs with
 the same small settings, given the same weights (a state dict in the reference's names, loaded
 through the checkpointer) and run on the same inputs. Each comparison names its stage, so that
@@ -19,7 +19,7 @@ from detectron2.structures import Boxes, Instances
 
 from instseg_d2.engine import build_config
 from instseg_d2.engine.checkpoint import InstSegCheckpointer
-from instseg_d2.testing import parity_batched_inputs, parity_name_map, parity_reference_state
+from instseg_d2.parity import parity_batched_inputs, parity_reference_state
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "parity")
 RTOL, ATOL = 1e-5, 1e-6
@@ -82,8 +82,7 @@ def project_model(method, fixture, tmp_path, repo_root, opts=()):
     cfg = build_config(config, _COMMON + list(settings) + list(opts))
     model = build_model(cfg)
     params = fixture["parameters"]
-    names = parity_name_map(params, project_converter(method))
-    state = parity_reference_state(params, names, fixture["overrides"])
+    state = parity_reference_state(params, project_converter(method), fixture["overrides"])
     path = str(tmp_path / f"{method}_reference_weights.pth")
     torch.save({"model": state}, path)  # a raw reference file: converted while loading
     InstSegCheckpointer(model, strict=True).load(path)

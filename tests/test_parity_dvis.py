@@ -16,7 +16,7 @@ import os
 import pytest
 import torch
 
-from instseg_d2.testing import assert_parity
+from instseg_d2.parity import assert_parity
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "parity", "dvis.pt")
 

@@ -3,7 +3,7 @@
 ``tests/fixtures/parity/sparseinst.pt`` holds what the reference's own code computed (written
 by ``tools/parity/sparseinst.py``, which records the reference commit) for a small model
 (tiny ResNet-50, 32-channel encoder, 8 queries, 3 classes) whose every parameter follows
-``instseg_d2.testing.parity_tensor``, on two fixed images with ground truth, for the G-IAM and
+``instseg_d2.parity.parity_tensor``, on two fixed images with ground truth, for the G-IAM and
 IAM decoders. Here the project's model is built with the same config keys, loads the same
 weights in the reference's names through ``MODEL.WEIGHTS``'s path (the converter of reference
 checkpoints), runs the same inputs and must give the same encoder output, decoder outputs,
@@ -16,10 +16,11 @@ import os
 import pytest
 import torch
 
-from instseg_d2.testing import (
+from instseg_d2.parity import (
     assert_parity,
     load_reference_weights,
-    parity_reference_state_dict,
+    parity_name_map,
+    parity_reference_state,
     unpack_bits,
 )
 
@@ -57,13 +58,10 @@ def build(entry, folder):
     cfg.merge_from_list(["MODEL.META_ARCHITECTURE", "SparseInst", "MODEL.MASK_ON", "True",
                          "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])  # fmt: skip
     model = build_model(cfg)
-    weights = parity_reference_state_dict(
-        entry["template"], convert_reference_state_dict, entry["overrides"]
-    )
+    names = parity_name_map(entry["template"], convert_reference_state_dict)
+    weights = parity_reference_state(entry["template"], names, entry["overrides"])
     load_reference_weights(model, weights, folder)
-    names = convert_reference_state_dict({k: torch.zeros(s) for k, (s, _) in
-                                          entry["template"].items()})  # fmt: skip
-    return model, dict(zip(entry["template"], names))
+    return model, names
 
 
 @pytest.mark.parametrize("decoder", ["GroupIAMDecoder", "BaseIAMDecoder"])

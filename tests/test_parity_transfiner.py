@@ -3,7 +3,7 @@
 ``tests/fixtures/parity/transfiner.pt`` holds what the reference's own RoI heads (its edited
 detectron2 v0.5 pooler and mask head) computed for fixed FPN features (regenerated here by the
 same deterministic rule, checked by checksums) and fixed boxes, with every parameter set by
-``instseg_d2.testing.parity_tensor`` (written by ``tools/parity/transfiner.py``, which records
+``instseg_d2.parity.parity_tensor`` (written by ``tools/parity/transfiner.py``, which records
 the reference commit). The project's ``TransfinerROIHeads`` loads the same weights in the
 reference's names through the converter of reference checkpoints and must give:
 
@@ -23,10 +23,10 @@ import pytest
 import torch
 from torch import nn
 
-from instseg_d2.testing import (
+from instseg_d2.parity import (
     assert_parity,
     load_reference_weights,
-    parity_reference_state_dict,
+    parity_reference_state,
     parity_tensor,
     unpack_bits,
 )
@@ -88,7 +88,7 @@ def load_run(heads, fixture, run, folder):
     """Set the parity weights of ``run`` (reference names, loaded as a checkpoint file)."""
     from transfiner_d2.checkpoint import convert_reference_state_dict
 
-    weights = parity_reference_state_dict(
+    weights = parity_reference_state(
         fixture["template"], convert_reference_state_dict, fixture["runs"][run]["overrides"]
     )
     load_reference_weights(nn.ModuleDict({"roi_heads": heads}), weights, folder)

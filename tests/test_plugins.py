@@ -51,3 +51,9 @@ def test_package_without_config_function(fake_pkg):
     fake_pkg("fake_nofn_d2", "x = 1\n")
     with pytest.raises(AttributeError, match="fake_nofn_d2.*add_fake_config"):
         plugins.get_full_cfg()
+
+
+def test_config_function_returning_a_value_is_an_error(fake_pkg):
+    fake_pkg("fake_returns_d2", "def add_fake_config(cfg):\n    return cfg\n")
+    with pytest.raises(TypeError, match="fake_returns_d2.add_fake_config.*return None"):
+        plugins.get_full_cfg()

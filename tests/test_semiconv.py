@@ -416,3 +416,19 @@ def test_synthetic_semi_conv_separates_identical_dots_conv_does_not():
     assert res["semiconv"]["ari_min"] > 0.9
     assert res["conv"]["ari_mean"] < 0.3
     assert maps["conv"][0].shape == (40, 40) and maps["conv"][0].max() == 8
+
+
+def test_synthetic_command_line_writes_results_and_clusters(tmp_path, capsys):
+    import json
+
+    from semiconv_d2.synthetic import main
+
+    argv = ["--size", "40", "--grid", "3", "--spacing", "12", "--radius", "3", "--iters", "2"]
+    res = main(argv + ["--num-train", "4", "--num-test", "2", "--threads", "1",
+                       "--output-dir", str(tmp_path)])  # fmt: skip
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    assert len(table) == 4 and table[3].startswith("| semi-conv Psi_u |")  # header, rule, 2 rows
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["results"] == res and set(res) == {"conv", "semiconv"}
+    assert (tmp_path / "clusters.png").stat().st_size > 0

@@ -6,6 +6,7 @@ import torch
 from detectron2.data import DatasetCatalog
 
 from instseg_d2.testing import TINY_OPTS, build_tiny_cfg, loss_history, train_and_evaluate
+from sparseinst_d2.diagnostics import main
 
 CONFIG = "configs/SparseInst/shapes_R_18_GIAM.yaml"
 
@@ -80,7 +81,7 @@ def test_training_lowers_loss(tiny_shapes, repo_root, tmp_path):
         assert history[-1][k] < history[0][k], k
 
 
-def test_end_to_end_train_and_eval(tiny_shapes, repo_root, tmp_path, load_tool):
+def test_end_to_end_train_and_eval(tiny_shapes, repo_root, tmp_path):
     res = train_and_evaluate(f"{repo_root}/{CONFIG}", str(tmp_path))
     assert set(res) == {"bbox", "segm"}
     assert 0.0 <= res["segm"]["AP"] <= 100.0
@@ -88,10 +89,9 @@ def test_end_to_end_train_and_eval(tiny_shapes, repo_root, tmp_path, load_tool):
     assert len(losses) >= 1 and all(v == v and v < 1e4 for v in losses)  # finite
 
     # the matched-query statistics of the trained model: one entry per GT object of the images
-    tool = load_tool("sparseinst_match_stats")
     weights = str(tmp_path / "model_final.pth")
     argv = ["--config-file", f"{repo_root}/{CONFIG}", "--weights", weights, "--num-images", "2"]
-    stats = tool.main(argv + ["--probe", "2"] + list(TINY_OPTS))
+    stats = main(["match-stats"] + argv + ["--probe", "2"] + list(TINY_OPTS))
     num_objects = sum(len(d["annotations"]) for d in DatasetCatalog.get("shapes_tiny_val")[:2])
     assert len(stats["dice"]) == len(stats["top1"]) == num_objects > 0
     probe = stats.pop("probe")

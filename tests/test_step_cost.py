@@ -1,4 +1,5 @@
-"""instseg_d2.benchmark.step_cost and tools/step_cost.py on the tiny shapes splits (1-2 images)."""
+"""instseg_d2.benchmark.step_cost, tools/step_cost.py and DVIS's step-cost diagnostic on the tiny
+shapes splits (1-2 images)."""
 
 import os
 
@@ -6,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from dvis_d2.diagnostics import CANDIDATES
+from dvis_d2.diagnostics import main as dvis_diagnostics
 from instseg_d2.benchmark.step_cost import draw_batches, measure_train_steps
 from instseg_d2.testing import build_tiny_cfg
 
@@ -72,21 +75,28 @@ def test_flops_positive_and_grow_with_batch(tiny_shapes, tmp_path, repo_root):
     assert 0 < f1 < f2
 
 
-def test_tool_dvis_extra_candidates_and_ratio(tiny_shapes, tmp_path, repo_root, capsys, load_tool):
+def test_tool_ratio_and_dvis_extra_candidates(tiny_shapes, tmp_path, repo_root, capsys, load_tool):
     tool = load_tool("step_cost")
     common = ["--batch", "1", "--steps", "1", "--warmup", "0", "--opts"] + _tiny_opts(tmp_path)
     configs = ["--config-file", f"{repo_root}/{MASK_RCNN}", "--config-file", f"{repo_root}/{DVIS}"]
-    rows = tool.main(configs + ["--extra-candidates", "7"] + common)
+    plain = tool.main(configs + ["--scalar", CANDIDATES] + common)
     out = capsys.readouterr().out
-    assert [os.path.basename(os.path.dirname(r[0])) for r in rows] == ["MaskRCNN", "DVIS"]
+    assert [os.path.basename(os.path.dirname(r[0])) for r in plain] == ["MaskRCNN", "DVIS"]
     assert out.startswith("machine: ") and "(1.00x the first)" in out
-    assert "(not DVIS: no extra candidates)" in out and "differ from the first" not in out
-    with_extra = rows[1][1].scalar_mean("dvis/num_candidates")
-    assert f"dvis/num_candidates {with_extra:.1f}" in out
-    plain = tool.main(configs[2:] + common)[0][1].scalar_mean("dvis/num_candidates")
-    assert with_extra == plain + 7  # the same batch and weights: the real ones + 7 rectangles
+    assert "differ from the first" not in out
+    assert f"{CANDIDATES} {plain[1][1].scalar_mean(CANDIDATES):.1f}" in out
+
+    # DVIS's diagnostic: the same measurement with 7 rectangles added to DVIS's candidates
+    rows = dvis_diagnostics(["step-cost"] + configs + ["--extra-candidates", "7"] + common)
+    out = capsys.readouterr().out
+    assert out.startswith(f"7 rectangles added to the candidates of: {repo_root}/{DVIS}\n")
+    with_extra = rows[1][1].scalar_mean(CANDIDATES)
+    assert f"{CANDIDATES} {with_extra:.1f}" in out
+    # the same batch and weights: the real candidates + 7 rectangles; Mask R-CNN timed as it is
+    assert with_extra == plain[1][1].scalar_mean(CANDIDATES) + 7
+    assert rows[0][1].scalar_mean(CANDIDATES) is None
     with pytest.raises(SystemExit):  # --extra-candidates needs a DVIS config
-        tool.main(configs[:2] + ["--extra-candidates", "2"] + common)
+        dvis_diagnostics(["step-cost"] + configs[:2] + ["--extra-candidates", "2"] + common)
 
 
 def _tiny_opts(tmp_path):

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from detectron2.layers import ROIAlign
 from detectron2.structures import Instances
 
+from instseg_d2.layers import instance_bitmasks
+
 
 def incoherent_maps(masks: torch.Tensor, downsample: int = 2, eps: float = 0.01) -> torch.Tensor:
     """Incoherent-region maps of full-resolution masks (paper Eq. 1), at 1/downsample size.
@@ -87,8 +89,8 @@ def _cross_filter(m: torch.Tensor, pad_value: bool, op) -> torch.Tensor:
 def semantic_targets(targets: List[Instances], size: Sequence[int], stride: int) -> torch.Tensor:
     """Foreground map (union of all instances) of each image at the size of P2.
 
-    The union mask is padded (bottom/right, like the image batch) to ``size * stride`` and
-    nearest-resized to ``size``.
+    The masks are padded (bottom/right, like the image batch) to ``size * stride`` and
+    nearest-downsampled to ``size`` (pixel ``(i * stride, j * stride)`` for cell (i, j)).
 
     Returns:
         (B, 1, h, w) float in {0, 1}.
@@ -96,16 +98,13 @@ def semantic_targets(targets: List[Instances], size: Sequence[int], stride: int)
     h, w = size
     out = []
     for t in targets:
-        masks = t.gt_masks.tensor
-        union = masks.any(dim=0) if len(masks) else masks.new_zeros(t.image_size, dtype=bool)
-        ph, pw = h * stride - union.shape[0], w * stride - union.shape[1]
-        if ph < 0 or pw < 0:
+        if h * stride < t.image_size[0] or w * stride < t.image_size[1]:
             raise ValueError(
-                f"semantic target: image {tuple(union.shape)} larger than the feature map "
+                f"semantic target: image {tuple(t.image_size)} larger than the feature map "
                 f"{(h, w)} x stride {stride}"
             )
-        union = F.pad(union[None, None].float(), (0, pw, 0, ph))
-        out.append(F.interpolate(union, (h, w), mode="nearest"))
+        masks = instance_bitmasks(t, pad_to=(h * stride, w * stride), stride=stride, offset=0)
+        out.append(masks.any(dim=0)[None, None].float())
     return torch.cat(out, dim=0)
 
 
@@ -124,7 +123,7 @@ class MaskTargets:
     """
 
     def __init__(self, instances: List[Instances], targets: List[Instances], downsample, eps):
-        masks = [t.gt_masks.tensor for t in targets]
+        masks = [instance_bitmasks(t) for t in targets]
         h = max(m.shape[1] for m in masks)
         w = max(m.shape[2] for m in masks)
         self.masks = torch.cat([_pad_to(m.float(), h, w) for m in masks])

@@ -35,7 +35,7 @@ from ..data.image_io import read_image
 from ..engine import Trainer, build_config, load_model
 from ..engine.setup import register_datasets
 from ..engine.summary import SUMMARY_METRICS as AP_METRICS
-from .stages import record_stages
+from ..utils.profiling import record_stages
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ and returns a :class:`StepCost`: per step the process CPU time (``time.process_t
 depends much less than the wall time on the other users of a shared machine) and the wall time;
 optionally the CPU time of the forward passes of parts of the model and of backward + step, and
 the FLOPs of one step (``torch.utils.flop_counter``: matrix products and convolutions, forward
-and backward, independent of the machine's load). ``tools/step_cost.py`` is the command line.
+and backward, independent of the machine's load). ``tools/step_cost.py`` is the command line
+(:mod:`.step_cost_cli`).
 """
 
 import random
@@ -28,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..data import InstanceDatasetMapper
 from ..engine import build_optimizer
-from .stages import _sync
+from ..utils.profiling import sync_cuda
 
 Batch = List[dict]
 
@@ -164,7 +165,7 @@ def measure_train_steps(
                 optimizer.zero_grad()
                 sum(losses.values()).backward()
                 optimizer.step()
-                _sync()  # CUDA, if the model is on it
+                sync_cuda()  # CUDA, if the model is on it
                 c2, w2 = time.process_time(), time.perf_counter()
             if i < warmup:
                 continue

@@ -4,8 +4,9 @@ from .conv import conv_norm_relu
 from .coords import compute_locations, coordinate_features
 from .grad import scale_gradient
 from .losses import dice_coefficient, dice_loss
-from .masks import boxes_from_masks, center_of_mass
-from .matrix_nms import mask_iou_matrix, matrix_nms, point_nms
+from .gt_masks import instance_bitmasks, sample_at_stride
+from .masks import boxes_from_masks, center_of_mass, mask_iou_matrix
+from .matrix_nms import matrix_nms, point_nms
 from .split import split_per_image
 from .upsample import aligned_bilinear, resize_maps
 
@@ -18,10 +19,12 @@ __all__ = [
     "coordinate_features",
     "dice_coefficient",
     "dice_loss",
+    "instance_bitmasks",
     "mask_iou_matrix",
     "matrix_nms",
     "point_nms",
     "resize_maps",
+    "sample_at_stride",
     "scale_gradient",
     "split_per_image",
 ]

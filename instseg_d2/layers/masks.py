@@ -1,5 +1,7 @@
 """Mask geometry shared by several methods."""
 
+from typing import Optional
+
 import torch
 
 
@@ -57,3 +59,32 @@ def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
     out = torch.stack([x0, y0, x1, y1], dim=1).float()
     boxes[nonempty] = out[nonempty]
     return boxes
+
+
+def mask_iou_matrix(
+    masks: torch.Tensor,
+    other: Optional[torch.Tensor] = None,
+    *,
+    areas: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Pairwise IoU of binary masks, ``inter / (area_i + area_j - inter)``.
+
+    Args:
+        masks: (N, H, W) bool or {0, 1}.
+        other: (M, H, W) bool or {0, 1}; default ``masks`` itself.
+        areas: optional (N,) precomputed areas of ``masks`` (only without ``other``).
+
+    Returns:
+        (N, M) float IoU (0 where both masks are empty).
+    """
+    if other is not None and areas is not None:
+        raise ValueError("mask_iou_matrix: areas are those of masks against themselves, not other")
+    flat = masks.flatten(1).float()
+    if areas is None:
+        areas = flat.sum(dim=1)
+    areas = areas.float()
+    flat_o = flat if other is None else other.flatten(1).float()
+    areas_o = areas if other is None else flat_o.sum(dim=1)
+    inter = flat @ flat_o.t()
+    union = areas[:, None] + areas_o[None, :] - inter
+    return inter / union.clamp(min=1e-6)

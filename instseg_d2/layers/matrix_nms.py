@@ -3,6 +3,8 @@
 import torch
 import torch.nn.functional as F
 
+from .masks import mask_iou_matrix
+
 
 def point_nms(heat: torch.Tensor, kernel: int = 2) -> torch.Tensor:
     """Keep only local maxima of a score map, zero elsewhere (SOLO's "point NMS").
@@ -25,25 +27,6 @@ def point_nms(heat: torch.Tensor, kernel: int = 2) -> torch.Tensor:
     h, w = heat.shape[-2:]
     hmax = F.max_pool2d(heat, kernel, stride=1, padding=kernel // 2)[..., :h, :w]
     return heat * (hmax == heat).to(heat.dtype)
-
-
-def mask_iou_matrix(masks: torch.Tensor, areas: torch.Tensor = None) -> torch.Tensor:
-    """Pairwise IoU of binary masks, ``inter / (area_i + area_j - inter)``.
-
-    Args:
-        masks: (N, H, W) bool or {0, 1}.
-        areas: optional (N,) precomputed mask areas.
-
-    Returns:
-        (N, N) float IoU (0 where both masks are empty).
-    """
-    flat = masks.flatten(1).float()
-    if areas is None:
-        areas = flat.sum(dim=1)
-    areas = areas.float()
-    inter = flat @ flat.t()
-    union = areas[:, None] + areas[None, :] - inter
-    return inter / union.clamp(min=1e-6)
 
 
 def matrix_nms(
@@ -82,7 +65,7 @@ def matrix_nms(
     if kernel not in ("gaussian", "linear"):
         raise ValueError(f"matrix_nms: kernel must be 'gaussian' or 'linear', got {kernel!r}")
     n = scores.shape[0]
-    iou = mask_iou_matrix(masks, areas)
+    iou = mask_iou_matrix(masks, areas=areas)
     # pair[i, j]: i scores higher than j and has the same class, so i may suppress j
     pair = torch.ones(n, n, dtype=torch.bool, device=scores.device).triu(diagonal=1)
     pair &= labels[:, None] == labels[None, :]

@@ -2,7 +2,7 @@
 
 For each model this builds the **reference** model (AdelaiDet's own code, imported from the clone
 given with ``--reference``) in a small configuration (ResNet-18, FPN of 64 channels, 32 for
-SOLOv2, small heads, 5 classes), sets every parameter to ``instseg_d2.testing.parity_tensor(<project name>, shape)``
+SOLOv2, small heads, 5 classes), sets every parameter to ``instseg_d2.parity.parity_tensor(<project name>, shape)``
 (the project name is the reference name as the project's converter maps it; a few biases are
 overridden so that detections and masks are not trivial), runs inference and one training
 forward on two fixed images of different sizes with fixed ground truth, and writes what it saw,
@@ -246,7 +246,7 @@ def project_name_map(method: str, params: Dict) -> Dict:
 
 def _print_project_names(method: str) -> None:
     """Child process of :func:`project_name_map` (imports the project, never the reference)."""
-    from instseg_d2.testing import parity_name_map
+    from instseg_d2.parity import parity_name_map
 
     import importlib
 
@@ -264,7 +264,7 @@ def _print_project_names(method: str) -> None:
 def set_parity_weights(model, method: str) -> Dict:
     """Set the reference model's parameters by the parity rule; returns the
     ``{name: (shape, dtype)}`` of its state dict (what the tests rebuild the state dict from)."""
-    from instseg_d2.testing import parity_reference_state
+    from instseg_d2.parity import parity_reference_state
 
     params = {
         k: (list(v.shape), str(v.dtype).replace("torch.", ""))

@@ -10,7 +10,7 @@ from typing import Callable, Dict, List
 import torch
 from detectron2.structures import Boxes, Instances
 
-from instseg_d2.testing import parity_batched_inputs as batched_inputs
+from instseg_d2.parity import parity_batched_inputs as batched_inputs
 
 
 # --------------------------------------------------------------------------------- capture

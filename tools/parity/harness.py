@@ -5,7 +5,7 @@ A generator runs in two processes:
 
 * the **project side** (this environment): it makes the inputs, maps the reference's parameter
   names to the project's through the project's converter and sets every parameter by
-  ``instseg_d2.testing.parity_tensor`` (``parity_reference_state_dict``), then writes the fixture;
+  ``instseg_d2.parity.parity_tensor`` (``parity_reference_state``), then writes the fixture;
 * the **reference side**: a child python, started in a temporary folder, whose ``PYTHONPATH``
   starts with the reference clone (then ``--extra-path`` folders for the reference's own
   dependencies, then this folder). It imports the reference and nothing of the project (both

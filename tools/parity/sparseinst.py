@@ -6,7 +6,7 @@ for its G-IAM and IAM decoders.
 
 For each decoder the reference's SparseInst (its meta-architecture, encoder, decoder, matcher
 and criterion, built from its config keys) gets every parameter from
-``instseg_d2.testing.parity_reference_state_dict`` (through ``sparseinst_d2``'s converter of
+``instseg_d2.parity.parity_reference_state`` (through ``sparseinst_d2``'s converter of
 reference checkpoints), then runs one training forward + backward and one inference on two
 fixed images with ground truth. Recorded: the encoder output, the decoder outputs (logits,
 mask logits, objectness, activation maps), the Hungarian matching, the four weighted losses,
@@ -74,7 +74,7 @@ def overrides_for(template: dict) -> dict:
     activation maps steeper than the rule's (weights x IAM_GAIN, bias IAM_BIAS) so that each
     query pools its own pixels, and class weights x CLS_GAIN, so that the queries' classes
     differ."""
-    from instseg_d2.testing import parity_tensor
+    from instseg_d2.parity import parity_tensor
 
     def scaled(name, gain):
         return parity_tensor(name, template[name][0]) * gain
@@ -123,7 +123,7 @@ def make_inputs():
 
 # ------------------------------------------------------------------------ project side
 def generate(ref, args) -> dict:
-    from instseg_d2.testing import parity_reference_state_dict
+    from instseg_d2.parity import parity_reference_state
     from sparseinst_d2.checkpoint import convert_reference_state_dict
 
     inputs = make_inputs()
@@ -136,7 +136,7 @@ def generate(ref, args) -> dict:
         opts = opts_for(decoder)
         template = ref("names", {"opts": opts})["template"]
         overrides = overrides_for(template)
-        weights = parity_reference_state_dict(template, convert_reference_state_dict, overrides)
+        weights = parity_reference_state(template, convert_reference_state_dict, overrides)
         out = ref(
             "run",
             {"opts": opts, "weights": weights, "inputs": inputs, "grad_names": GRAD_NAMES},

@@ -13,9 +13,9 @@ and among the boxes that pass both, it takes the one of minimum area. The regres
 from typing import Dict, List, Sequence, Tuple
 
 import torch
-from detectron2.structures import BitMasks, Instances, PolygonMasks
+from detectron2.structures import Instances
 
-from ...layers import center_of_mass
+from ...layers import center_of_mass, instance_bitmasks
 
 INF = 1e8
 
@@ -24,15 +24,6 @@ def size_ranges(sizes_of_interest: Sequence[float]) -> List[Tuple[float, float]]
     """``[64, 128, 256, 512]`` -> ``[(-1, 64), (64, 128), (128, 256), (256, 512), (512, INF)]``."""
     bounds = [-1.0] + [float(s) for s in sizes_of_interest] + [INF]
     return list(zip(bounds[:-1], bounds[1:]))
-
-
-def instance_bitmasks(instances: Instances) -> torch.Tensor:
-    """(G, H, W) bool masks of ``gt_masks`` (BitMasks or PolygonMasks) at the image size."""
-    masks = instances.gt_masks
-    if isinstance(masks, PolygonMasks):
-        h, w = instances.image_size
-        masks = BitMasks.from_polygon_masks(masks, h, w)
-    return masks.tensor.to(instances.gt_boxes.device)
 
 
 def object_centers(instances: Instances, mode: str) -> torch.Tensor:

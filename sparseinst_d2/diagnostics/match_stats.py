@@ -1,8 +1,8 @@
-#!/usr/bin/env python
 """What a SparseInst checkpoint has learnt, measured on the queries that the bipartite matcher
 assigns to the objects (the queries the losses train).
 
-    python tools/sparseinst_match_stats.py --config-file configs/SparseInst/shapes_R_18_GIAM.yaml \
+    python -m sparseinst_d2.diagnostics match-stats \
+        --config-file configs/SparseInst/shapes_R_18_GIAM.yaml \
         --weights output/sparseinst_shapes/model_final.pth [--num-images 40] [KEY VALUE ...]
 
 Runs the network (eval mode, test-time resize) on the first images of the config's test set,
@@ -35,6 +35,7 @@ probe its features the same way.
 
 import argparse
 import statistics
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +43,9 @@ import torch.nn.functional as F
 from instseg_d2.data import annotated_test_batches
 from instseg_d2.engine import build_config, load_model, load_resnet_state
 from instseg_d2.layers import dice_coefficient
-from sparseinst_d2.decoder import coordinate_channels, share_on_objects
-from sparseinst_d2.loss import target_masks
+
+from ..loss import target_masks
+from .maps import share_on_objects
 
 
 def match_stats(model, batches) -> dict:
@@ -90,26 +92,47 @@ def match_stats(model, batches) -> dict:
 
 def object_features(model, batches) -> tuple:
     """Per depth, (M, C) features of all objects of ``batches`` (mask-weighted means), and
-    their (M,) classes."""
+    their (M,) classes. The feature maps are the outputs of the model's backbone, encoder and
+    instance-branch convolutions in its forward pass, read by forward hooks."""
     feats, labels = {}, []
-    for batch in batches:
-        images = model.preprocess_image(batch)
-        backbone = model.backbone(images.tensor)
-        encoded = model.encoder(backbone)
-        inst = model.decoder.inst_branch.convs(
-            torch.cat([coordinate_channels(encoded), encoded], 1)
-        )
-        maps = {"backbone res3": backbone["res3"], "backbone res5": backbone["res5"]}
-        maps.update({"encoder": encoded, "instance branch": inst})
-        gt = [x["instances"].to(model.device) for x in batch]
-        masks = target_masks(gt, images.tensor.shape[-2:], images.tensor.shape[-2:])
-        for b, m in enumerate(masks):
-            labels.append(gt[b].gt_classes)
-            for name, f in maps.items():
-                w = F.interpolate(m[:, None], size=f.shape[-2:], mode="area")[:, 0].flatten(1)
-                w = w / w.sum(-1, keepdim=True).clamp(min=1e-6)
-                feats.setdefault(name, []).append(w @ f[b].flatten(1).t())
+    outputs = {}
+    parts = {
+        "backbone": model.backbone,
+        "encoder": model.encoder,
+        "instance branch": model.decoder.inst_branch.convs,
+    }
+    hooks = [
+        module.register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o))
+        for name, module in parts.items()
+    ]
+    try:
+        for batch in batches:
+            images = model.preprocess_image(batch)
+            model.predict(images.tensor)
+            maps = {
+                "backbone res3": outputs["backbone"]["res3"],
+                "backbone res5": outputs["backbone"]["res5"],
+                "encoder": outputs["encoder"],
+                "instance branch": outputs["instance branch"],
+            }
+            _pool_objects(model, batch, images, maps, feats, labels)
+    finally:
+        for h in hooks:
+            h.remove()
     return {k: torch.cat(v) for k, v in feats.items()}, torch.cat(labels)
+
+
+def _pool_objects(model, batch, images, maps, feats, labels) -> None:
+    """Append each object's mask-weighted mean of every map of ``maps`` to ``feats[depth]``
+    and its class to ``labels``."""
+    gt = [x["instances"].to(model.device) for x in batch]
+    masks = target_masks(gt, images.tensor.shape[-2:], images.tensor.shape[-2:])
+    for b, m in enumerate(masks):
+        labels.append(gt[b].gt_classes)
+        for name, f in maps.items():
+            w = F.interpolate(m[:, None], size=f.shape[-2:], mode="area")[:, 0].flatten(1)
+            w = w / w.sum(-1, keepdim=True).clamp(min=1e-6)
+            feats.setdefault(name, []).append(w @ f[b].flatten(1).t())
 
 
 def ridge_top1(x_fit, y_fit, x_test, y_test, num_classes: int, lam: float = 1.0) -> float:
@@ -127,8 +150,12 @@ def ridge_top1(x_fit, y_fit, x_test, y_test, num_classes: int, lam: float = 1.0)
     return (design(x_test) @ w).argmax(-1).eq(y_test).float().mean().item()
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def main(argv=None, prog: Optional[str] = None) -> dict:
+    """Measure the command line's checkpoint, print the figures; return the statistics (lists
+    of floats per quantity, and ``probe``: top-1 per depth with ``--probe``)."""
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     p.add_argument("--config-file", required=True)
     p.add_argument("--weights", required=True)
     p.add_argument("--num-images", type=int, default=40)
@@ -175,7 +202,3 @@ def main(argv=None):
         for depth, top1 in stats["probe"].items():
             print(f"  {depth}: class top-1 {top1:.3f}")
     return stats
-
-
-if __name__ == "__main__":
-    main()

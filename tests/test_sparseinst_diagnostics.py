@@ -1,20 +1,18 @@
-"""SparseInst's class signal reaches the instance features through the activation maps (paper
-Sec. 3.3: the IAMs have no supervision of their own; they are trained through the matched
-losses), on the toy task of ``tools/sparseinst_iam_toy.py``: the input features carry each
-object's class inside the object only, so classes can be learnt only by pooling locally."""
+"""sparseinst_d2.diagnostics. SparseInst's class signal reaches the instance features through
+the activation maps (paper Sec. 3.3: the IAMs have no supervision of their own; they are trained
+through the matched losses), on the toy task of ``iam-toy``: the input features carry each
+object's class inside the object only, so classes can be learnt only by pooling locally. The
+measures of ``match-stats`` on hand-made inputs (on a trained model: test_sparseinst_e2e.py)."""
 
 import pytest
 import torch
 
-from sparseinst_d2.decoder import share_on_objects
+from sparseinst_d2.diagnostics import iam_toy as toy
+from sparseinst_d2.diagnostics import main, share_on_objects
+from sparseinst_d2.diagnostics.match_stats import ridge_top1
 
 
-@pytest.fixture(scope="module")
-def toy(load_tool):
-    return load_tool("sparseinst_iam_toy")
-
-
-def test_toy_batch(toy):
+def test_toy_batch():
     feats, targets, labels = toy.toy_batch(4, torch.Generator().manual_seed(0))
     assert feats.shape == (4, toy.C, toy.S, toy.S)
     for b, (t, lab) in enumerate(zip(targets, labels)):
@@ -26,7 +24,7 @@ def test_toy_batch(toy):
             assert (feats[b, c][m > 0] > 0.5).all()
 
 
-def test_decoder_learns_classes_through_the_maps(toy):
+def test_decoder_learns_classes_through_the_maps():
     dec, crit = toy.build(dim=16, seed=0)
     before = toy.measure(dec, crit)
     assert before["top1"] < 0.5  # chance: 1/3
@@ -49,3 +47,18 @@ def test_share_on_objects_hand_computed():
     share = share_on_objects(weights, obj)
     assert share.shape == (1,)
     assert share.item() == pytest.approx((1.0 + 0.25 * 1.25 + 0.25) / 3)
+
+
+def test_ridge_probe():
+    gen = torch.Generator().manual_seed(0)
+    y = torch.arange(60) % 3
+    x = torch.randn(60, 4, generator=gen) * 0.1
+    x[torch.arange(60), y] += 1.0  # class c raises feature c
+    assert ridge_top1(x[:45], y[:45], x[45:], y[45:], num_classes=3) == 1.0
+    noise = torch.randn(60, 4, generator=gen)  # no class information
+    assert ridge_top1(noise[:45], y[:45], noise[45:], y[45:], num_classes=3) < 0.7
+
+
+def test_unknown_command_names_the_commands():
+    with pytest.raises(SystemExit, match="match-stats,iam-toy"):
+        main(["stats"])

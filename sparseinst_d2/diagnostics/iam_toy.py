@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """Do SparseInst's instance activation maps learn to find the objects? A toy task that isolates
 the decoder and the losses from the backbone and the encoder.
 
-    python tools/sparseinst_iam_toy.py [--lr 1e-3] [--dim 16] [--steps 400] [--seeds 0 1 2]
+    python -m sparseinst_d2.diagnostics iam-toy [--lr 1e-3] [--dim 16] [--steps 400] [--seeds 0 1 2]
 
 The input features (B, 8, 16, 16) hold 2-3 squares per image (side 3-6 cells, drawn in turn,
 a later one hiding an earlier one): inside an object its class (one of 3) is a one-hot
@@ -16,13 +15,15 @@ uniform map would give (the objects' area fraction).
 """
 
 import argparse
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from sparseinst_d2.decoder import BaseIAMDecoder, InstanceBranch, MaskBranch, share_on_objects
-from sparseinst_d2.loss import SparseInstCriterion
-from sparseinst_d2.matcher import SparseInstMatcher
+from ..decoder import BaseIAMDecoder, InstanceBranch, MaskBranch
+from ..loss import SparseInstCriterion
+from ..matcher import SparseInstMatcher
+from .maps import share_on_objects
 
 K, C, S = 3, 8, 16  # classes, feature channels, map side
 
@@ -95,8 +96,12 @@ def train(dec, crit, steps: int, lr: float, every: int = 0, seed: int = 1):
             yield step, measure(dec, crit)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def main(argv=None, prog: Optional[str] = None) -> dict:
+    """Train and measure the toy decoder of every seed, print the figures; return
+    ``{seed: measure(...)}`` after the last step."""
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--dim", type=int, default=16)
     p.add_argument("--steps", type=int, default=400)
@@ -113,7 +118,3 @@ def main(argv=None):
             print(f"seed {seed} step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
         results[seed] = m
     return results
-
-
-if __name__ == "__main__":
-    main()

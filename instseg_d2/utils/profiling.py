@@ -1,8 +1,8 @@
 """Optional timing and operation counts of named stages inside a model (e.g. DVIS
 discretization).
 
-Model code marks a stage with ``with stage("name"):``; this costs nothing unless a benchmark
-is recording. Under :func:`record_stages` the wall time of each stage is summed per forward
+Model code marks a stage with ``with stage("name"):``; this costs nothing unless a caller (the
+benchmark, a diagnostic) is recording. Under :func:`record_stages` the wall time of each stage is summed per forward
 pass, with CUDA synchronisation around it; under :func:`count_stage_ops` the floating-point
 operations of each stage, and of everything outside the stages, are counted.
 """
@@ -35,12 +35,12 @@ def stage(name: str):
     if _active is None:
         yield
         return
-    _sync()
+    sync_cuda()
     t0 = time.perf_counter()
     try:
         yield
     finally:
-        _sync()
+        sync_cuda()
         _active[name] += time.perf_counter() - t0
 
 
@@ -55,7 +55,8 @@ def record_stages():
         _active = prev
 
 
-def _sync():
+def sync_cuda() -> None:
+    """Wait for the CUDA work queued so far, if CUDA is in use (a no-op otherwise)."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
 
