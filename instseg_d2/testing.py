@@ -27,7 +27,10 @@ TINY_OPTS = [
     "SOLVER.CHECKPOINT_PERIOD", "100000",
     "DATALOADER.NUM_WORKERS", "0",
     "MODEL.DEVICE", "cpu",
-    "MODEL.WEIGHTS", "",  # the shapes configs' pretrained backbone takes minutes to build
+    # from scratch: the shapes configs' pretrained backbone takes minutes to build
+    "MODEL.WEIGHTS", "",
+    "MODEL.RESNETS.NORM", "BN",
+    "MODEL.BACKBONE.FREEZE_AT", "0",
     "INPUT.MIN_SIZE_TRAIN", "(96,)",
     "INPUT.MIN_SIZE_TEST", "96",
 ]  # fmt: skip

@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl, urlencode, urlparse
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from .. import pretrain  # noqa: F401 -- registers MODEL.WEIGHTS instseg://pretrained/...
 from ..plugins import load_method_packages
 from .conversion import convert_reference_checkpoint, model_parts
 
