@@ -105,3 +105,24 @@ def test_compare_trains_every_seed_resumably_then_reports(
     stamp = (root / "runs" / "MaskRCNN_R_18_FPN_seed0" / "result.json").stat().st_mtime
     assert tool.main(argv + datasets + ["--no-bench", "--opts"] + opts) == 0
     assert (root / "runs" / "MaskRCNN_R_18_FPN_seed0" / "result.json").stat().st_mtime == stamp
+
+
+def test_finished_runs_of_every_sweep_in_the_root_are_reported(tmp_path):
+    from instseg_d2.benchmark.compare import _dir_name
+    from instseg_d2.benchmark.sweep import finished_runs
+
+    assert _dir_name("DVIS/R_18 [detach]") == "DVIS_R_18-detach"
+    root = tmp_path / "root"
+    for name, model, config, seed in [
+        ("A_x_seed0", "A/x", "configs/A/shapes_x.yaml", 0),
+        ("A_x-v_seed1", "A/x [v]", "configs/A/shapes_x.yaml", 1),  # a variant (--tag v)
+        ("B_y_seed0", "B/y", "configs/B/shapes_y.yaml", 0),
+        ("A_x_seed5", "A/x", "configs/A/shapes_x.yaml", 5),  # another seed: not asked for
+    ]:
+        (root / "runs" / name).mkdir(parents=True)
+        result = {"model": model, "config": config, "seed": seed, "opts": ["K", "V"]}
+        (root / "runs" / name / "result.json").write_text(json.dumps(result))
+    (root / "runs" / "C_unfinished_seed0").mkdir()
+    runs = finished_runs(str(root), ["configs/B/shapes_y.yaml", "configs/A/shapes_x.yaml"], [0, 1])
+    assert [(r.model, r.seed) for r in runs] == [("B/y", 0), ("A/x", 0), ("A/x [v]", 1)]
+    assert runs[0].opts == ["K", "V"] and runs[0].out_dir.endswith("B_y_seed0")

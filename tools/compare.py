@@ -24,7 +24,8 @@
 ``--variant stress`` trains on the harder shapes splits (``shapes_train``/``shapes_val``: more,
 smaller, occluded shapes on busier backgrounds). ``--dataset`` runs the same comparison on any
 COCO-format data: the first ``--dataset`` is the training set, the last the test set.
-``--device cuda`` trains with AMP.
+``--device cuda`` trains with AMP. ``--tag NAME --opts KEY VALUE ...`` trains a variant (an
+ablation) next to the default runs in the same output root, reported as its own rows.
 """
 
 import argparse
@@ -63,6 +64,11 @@ def parse_args(argv=None):
     p.add_argument("--report-only", action="store_true", help="train nothing")
     p.add_argument("--no-bench", action="store_true", help="no latency / memory / GFLOPs")
     p.add_argument("--grid-images", type=int, default=4)
+    p.add_argument(
+        "--tag",
+        default="",
+        help="a variant's name: model rows 'M [TAG]', runs '<model>-TAG_seed<s>'",
+    )
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE for all runs")
     return p.parse_args(argv)
 

@@ -15,7 +15,12 @@ from .comparison import (
 )
 from .machine import describe_machine, machine_line
 from .runner import run_worker
-from .sweep import Run, load_results, run_sweep
+from .sweep import Run, finished_runs, load_results, run_sweep
+
+
+def _dir_name(model: str) -> str:
+    """``SOLO/SOLOv2_R_18 [tag]`` -> ``SOLO_SOLOv2_R_18-tag``."""
+    return model.replace("/", "_").replace(" [", "-").replace("]", "").replace(" ", "_")
 
 
 def dataset_opts(datasets: Sequence[str]) -> List[str]:
@@ -60,7 +65,7 @@ def _ensure_pretrained(cfgs) -> None:
         print(f"[compare] pretrained backbone {w}: {PathManager.get_local_path(w)}", flush=True)
 
 
-def bench_models(results, runs: Sequence[Run], root: str, device: str, opts, datasets) -> Dict:
+def bench_models(runs: Sequence[Run], root: str, device: str, datasets) -> Dict:
     """Params, GFLOPs, CPU / wall ms per image and peak memory of each model (its first
     finished run's weights), measured one model at a time; cached in ``<root>/bench``."""
     bench = {}
@@ -70,14 +75,14 @@ def bench_models(results, runs: Sequence[Run], root: str, device: str, opts, dat
         if r.done():
             first.setdefault(r.model, r)
     for model, run in first.items():
-        path = os.path.join(root, "bench", model.replace("/", "_") + ".json")
+        path = os.path.join(root, "bench", _dir_name(model) + ".json")
         if os.path.isfile(path):
             with open(path) as f:
                 bench[model] = json.load(f)
             continue
         print(f"[compare] measuring {model} ...", flush=True)
         spec = {
-            "config_file": run.config, "device": device, "opts": list(opts) + run.opts,
+            "config_file": run.config, "device": device, "opts": list(run.opts),
             "weights": os.path.join(run.out_dir, "model_final.pth"), "eval": False,
             "num_images": 10, "warmup": 2, "iters": 10, "threads": 1, "register": list(datasets),
         }  # fmt: skip
@@ -89,7 +94,7 @@ def bench_models(results, runs: Sequence[Run], root: str, device: str, opts, dat
     return bench
 
 
-def draw_grid(runs: Sequence[Run], path: str, opts, datasets, n_images: int, device: str):
+def draw_grid(runs: Sequence[Run], path: str, datasets, n_images: int, device: str):
     """Ground truth and every model's predictions (its first finished run, score >= 0.5) on
     the first ``n_images`` images of the test set, drawn with detectron2's Visualizer."""
     import torch
@@ -107,7 +112,7 @@ def draw_grid(runs: Sequence[Run], path: str, opts, datasets, n_images: int, dev
         return False
     rows = []
     for i, (model, run) in enumerate(first.items()):
-        cfg = _build_cfg(run.config, list(opts) + run.opts + ["MODEL.DEVICE", device], datasets)
+        cfg = _build_cfg(run.config, list(run.opts) + ["MODEL.DEVICE", device], datasets)
         name = cfg.DATASETS.TEST[0]
         meta, dicts = MetadataCatalog.get(name), DatasetCatalog.get(name)[:n_images]
         images = [utils.read_image(d["file_name"], format="RGB") for d in dicts]
@@ -157,10 +162,13 @@ def main(args, configs: Sequence[str], model_name, repo_root: str, stress_opts, 
     opts = (stress_opts if args.variant == "stress" else []) + dataset_opts(datasets)
     opts += ["MODEL.DEVICE", device] + (["SOLVER.AMP.ENABLED", "True"] if device == "cuda" else [])
     opts += list(args.opts)
+    if args.tag:
+        base_name = model_name
+        model_name = lambda c: f"{base_name(c)} [{args.tag}]"  # noqa: E731
     cfgs = {c: _build_cfg(c, opts, datasets) for c in configs}
     recipes = {model_name(c): recipe(cfg) for c, cfg in cfgs.items()}
     runs = [
-        Run(model_name(c), c, s, os.path.join(root, "runs", f"{model_name(c).replace('/', '_')}_seed{s}"), opts)
+        Run(model_name(c), c, s, os.path.join(root, "runs", f"{_dir_name(model_name(c))}_seed{s}"), opts)
         for c in configs for s in args.seeds
     ]  # fmt: skip
     some = next(iter(cfgs.values()))
@@ -179,10 +187,18 @@ def main(args, configs: Sequence[str], model_name, repo_root: str, stress_opts, 
             write_report(runs, report_dir, {}, recipes, header)
 
         run_sweep(runs, repo_root, jobs=jobs, threads=threads, datasets=datasets, on_done=on_done)
-    bench = {} if args.no_bench else bench_models(None, runs, root, device, opts, datasets)
-    grid = lambda path: draw_grid(runs, path, opts, datasets, args.grid_images, device)  # noqa
-    write_report(runs, report_dir, bench, recipes, header, with_grid=grid)
+    # the report: these runs and every other finished run of these configs and seeds in the
+    # output root (e.g. variants trained by another call with --tag)
+    others = [r for r in finished_runs(root, configs, args.seeds) if r.out_dir not in
+              {x.out_dir for x in runs}]  # fmt: skip
     missing = [f"{r.model} seed {r.seed}" for r in runs if not r.done()]
+    runs = [r for r in runs if r.done()] + others
+    for r in others:
+        if r.model not in recipes:
+            recipes[r.model] = recipe(_build_cfg(r.config, r.opts, datasets))
+    bench = {} if args.no_bench else bench_models(runs, root, device, datasets)
+    grid = lambda path: draw_grid(runs, path, datasets, args.grid_images, device)  # noqa
+    write_report(runs, report_dir, bench, recipes, header, with_grid=grid)
     print(f"[compare] report: {report_dir}/comparison.md", flush=True)
     if missing:
         print(f"[compare] not finished: {', '.join(missing)}", flush=True)

@@ -72,7 +72,8 @@ def run_result(run: Run, seconds: Optional[float] = None) -> dict:
     """Final metrics, curve and plateau of a finished run (from its ``metrics.json``)."""
     rows = read_metrics(run.out_dir)
     curve = eval_curve(rows)
-    res = {"model": run.model, "config": run.config, "seed": run.seed, "curve": curve}
+    res = {"model": run.model, "config": run.config, "seed": run.seed, "opts": list(run.opts)}
+    res["curve"] = curve
     trained = [r["iteration"] + 1 for r in rows if "total_loss" in r]
     res["iterations"] = max(trained) if trained else 0
     times = [r["time"] for r in rows if "time" in r]
@@ -148,6 +149,26 @@ def run_sweep(
             if on_done:
                 on_done(run, result)
     return finished
+
+
+def finished_runs(root: str, configs: Sequence[str], seeds: Sequence[int]) -> List[Run]:
+    """Every finished run under ``<root>/runs`` of one of ``configs`` and ``seeds`` (whichever
+    sweep trained it, variants included), ordered by config, model name and seed."""
+    found = []
+    for name in (
+        sorted(os.listdir(os.path.join(root, "runs")))
+        if os.path.isdir(os.path.join(root, "runs"))
+        else []
+    ):
+        path = os.path.join(root, "runs", name, "result.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                r = json.load(f)
+            if r["config"] in configs and r["seed"] in seeds:
+                out_dir = os.path.join(root, "runs", name)
+                found.append(Run(r["model"], r["config"], r["seed"], out_dir, r.get("opts", [])))
+    order = {c: i for i, c in enumerate(configs)}
+    return sorted(found, key=lambda r: (order[r.config], r.model, r.seed))
 
 
 def load_results(runs: Sequence[Run]) -> List[dict]:
