@@ -1,10 +1,10 @@
 """DVIS's candidates, counted and timed: diagnostics run from the command line.
 
-    python -m dvis_d2.diagnostics candidates --config-file configs/DVIS/shapes_R_18.yaml \\
+    python -m dvis_d2.diagnostics candidates --config-file configs/DVIS/shapes_DVIS_R_18.yaml \\
         --weights output/dvis_shapes/model_final.pth [--dataset shapes_val] [--num-images N] \\
         [--count-ops] [--extra-candidates N] [KEY VALUE ...]
-    python -m dvis_d2.diagnostics step-cost --config-file configs/MaskRCNN/shapes_R_18_FPN.yaml \\
-        --config-file configs/DVIS/shapes_R_18.yaml --extra-candidates 60 [tools/step_cost.py's
+    python -m dvis_d2.diagnostics step-cost --config-file configs/MaskRCNN/shapes_MaskRCNN_R_18.yaml \\
+        --config-file configs/DVIS/shapes_DVIS_R_18.yaml --extra-candidates 60 [tools/step_cost.py's
         options]
 
 ``candidates``: the average number of candidates per image (paper Table 6: 4.15 on VOC, 14.83

@@ -18,7 +18,7 @@ backbone.*                                     backbone.* (unchanged)
 =============================================  ==============================================
 
 The converter is registered for the ``SOLO`` meta-architecture, so ``MODEL.WEIGHTS
-SOLOv2_R50_3x.pth`` works as it is (``configs/SOLO/SOLOv2_R50_3x.yaml``), and
+SOLOv2_R50_3x.pth`` works as it is (``configs/SOLO/SOLOv2_R_50_3x.yaml``), and
 ``tools/convert_checkpoint.py`` writes a converted copy.
 """
 

@@ -11,7 +11,7 @@ from instseg_d2.benchmark.report import markdown_table
 from instseg_d2.testing import train_and_evaluate
 from instseg_d2.utils.profiling import OUTSIDE, count_stage_ops, record_stages, stage
 
-MASK_RCNN = "configs/MaskRCNN/shapes_R_18_FPN.yaml"
+MASK_RCNN = "configs/MaskRCNN/shapes_MaskRCNN_R_18.yaml"
 
 
 def test_benchmark_tool(tiny_shapes, tmp_path, repo_root, load_tool):
@@ -87,7 +87,7 @@ def test_dataset_only_feeds_images_to_a_latency_run(tiny_shapes, tmp_path, repo_
     meta = MetadataCatalog.get("shapes_tiny_val")
     (row,) = tool.main(
         ["--register", f"shapes_tiny_val={meta.json_file}:{meta.image_root}",
-         "--config-file", os.path.join(repo_root, "configs/MaskRCNN/mask_rcnn_R_50_FPN_1x.yaml"),
+         "--config-file", os.path.join(repo_root, "configs/MaskRCNN/MaskRCNN_R_50_1x.yaml"),
          "--weights", "-", "--no-eval", "--dataset", "shapes_tiny_val", "--device", "cpu",
          "--input-size", "64x96", "--iters", "1", "--warmup", "0", "--num-images", "1",
          "--output-dir", str(tmp_path), "--opts", "MODEL.WEIGHTS", ""]

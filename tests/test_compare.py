@@ -10,7 +10,7 @@ from instseg_d2.benchmark.comparison import markdown, summarize
 from instseg_d2.benchmark.sweep import Run, eval_curve, run_result
 from instseg_d2.testing import TINY_OPTS
 
-MASK_RCNN = "configs/MaskRCNN/shapes_R_18_FPN.yaml"
+MASK_RCNN = "configs/MaskRCNN/shapes_MaskRCNN_R_18.yaml"
 
 
 def _metrics(folder, records):
@@ -59,7 +59,7 @@ def test_compare_trains_every_seed_resumably_then_reports(
 ):
     tool = load_tool("compare")
     assert tool.default_configs()[0] == MASK_RCNN  # the baseline heads the table
-    assert tool.model_name(MASK_RCNN) == "MaskRCNN/R_18_FPN"
+    assert tool.model_name(MASK_RCNN) == "MaskRCNN_R_18"
     datasets = []
     for name in tiny_shapes:  # train, then test
         meta = MetadataCatalog.get(name)
@@ -86,25 +86,25 @@ def test_compare_trains_every_seed_resumably_then_reports(
     assert tool.main(argv + datasets + ["--opts"] + opts) == 0
     for seed in (0, 1):
         res = json.loads(
-            (root / "runs" / f"MaskRCNN_R_18_FPN_seed{seed}" / "result.json").read_text()
+            (root / "runs" / f"MaskRCNN_R_18_seed{seed}" / "result.json").read_text()
         )
         assert res["iterations"] == 4 and [c["iteration"] for c in res["curve"]] == [2, 4]
         assert "segm_AP" in res and "boundary_AP" in res
     with open(report / "comparison.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["model"], r["seed"]) for r in rows] == [
-        ("MaskRCNN/R_18_FPN", "0"),
-        ("MaskRCNN/R_18_FPN", "1"),
+        ("MaskRCNN_R_18", "0"),
+        ("MaskRCNN_R_18", "1"),
     ]
     assert float(rows[0]["cpu_ms"]) > 0 and float(rows[0]["params_M"]) > 0
     md = (report / "comparison.md").read_text()
-    assert md.startswith("Machine: ") and "| MaskRCNN/R_18_FPN | 0,1 | 4 |" in md
+    assert md.startswith("Machine: ") and "| MaskRCNN_R_18 | 0,1 | 4 |" in md
     for png in ("curves.png", "ap_vs_latency.png", "predictions.png"):
         assert (report / png).stat().st_size > 1000, png
     # a second call trains nothing: the runs are done
-    stamp = (root / "runs" / "MaskRCNN_R_18_FPN_seed0" / "result.json").stat().st_mtime
+    stamp = (root / "runs" / "MaskRCNN_R_18_seed0" / "result.json").stat().st_mtime
     assert tool.main(argv + datasets + ["--no-bench", "--opts"] + opts) == 0
-    assert (root / "runs" / "MaskRCNN_R_18_FPN_seed0" / "result.json").stat().st_mtime == stamp
+    assert (root / "runs" / "MaskRCNN_R_18_seed0" / "result.json").stat().st_mtime == stamp
 
 
 def test_finished_runs_of_every_sweep_in_the_root_are_reported(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from instseg_d2.engine import ClassCountError, ConfigKeyError, build_config
 from instseg_d2.plugins import num_classes_keys
 
-MASK_RCNN = "configs/MaskRCNN/shapes_R_18_FPN.yaml"
+MASK_RCNN = "configs/MaskRCNN/shapes_MaskRCNN_R_18.yaml"
 
 
 def test_unknown_key_in_file_names_file_and_key(tmp_path, repo_root):
@@ -29,7 +29,7 @@ def test_unknown_key_on_command_line(repo_root):
 
 def test_class_count_from_dataset(repo_root, tiny_shapes):
     cfg = build_config(f"{repo_root}/{MASK_RCNN}")
-    assert cfg.DATASETS.TRAIN == ("shapes_train",)
+    assert cfg.DATASETS.TRAIN == ("shapes_cmp_train",)
     for key in num_classes_keys():
         node = cfg
         for part in key.split("."):
@@ -44,7 +44,7 @@ def test_class_count_mismatch_fails_fast(repo_root):
     with pytest.raises(ClassCountError) as e:
         build_config(f"{repo_root}/{MASK_RCNN}", ["MODEL.ROI_HEADS.NUM_CLASSES", "7"])
     msg = str(e.value)
-    assert "MODEL.ROI_HEADS.NUM_CLASSES=7" in msg and "'shapes_train' has 5 classes" in msg
+    assert "MODEL.ROI_HEADS.NUM_CLASSES=7" in msg and "'shapes_cmp_train' has 5 classes" in msg
 
 
 def test_train_and_test_sets_must_share_classes(repo_root, tmp_path):
@@ -54,7 +54,7 @@ def test_train_and_test_sets_must_share_classes(repo_root, tmp_path):
     register_coco_instances_checked(
         "foreign_cls", make_foreign_coco(str(tmp_path)), str(tmp_path / "images"), replace=True
     )
-    with pytest.raises(ClassCountError, match="'shapes_train' and 'foreign_cls' have different"):
+    with pytest.raises(ClassCountError, match="'shapes_cmp_train' and 'foreign_cls' have different"):
         build_config(f"{repo_root}/{MASK_RCNN}", ["DATASETS.TEST", "('foreign_cls',)"])
 
 

@@ -11,7 +11,7 @@ from instseg_d2.data import DatasetFormatError, register_coco_instances_checked
 from instseg_d2.data.check import check_images, dataset_image_records
 from instseg_d2.testing import TINY_OPTS
 
-MASK_RCNN = "configs/MaskRCNN/shapes_R_18_FPN.yaml"
+MASK_RCNN = "configs/MaskRCNN/shapes_MaskRCNN_R_18.yaml"
 
 
 def _truncate(path):

@@ -62,7 +62,7 @@ def test_demo_writes_overlay_and_json(config, png, shapes_checkpoint, load_tool,
 @pytest.mark.parametrize(
     "config, opts",
     [
-        ("configs/MaskRCNN/shapes_R_18_FPN.yaml", []),
+        ("configs/MaskRCNN/shapes_MaskRCNN_R_18.yaml", []),
         ("configs/FCOS/shapes_FCOS_R_18.yaml", ["MODEL.FCOS.INFERENCE_TH_TEST", "0.0"]),
     ],
 )
@@ -102,7 +102,7 @@ def test_demo_draws_every_detection(config, opts, png, shapes_checkpoint, load_t
 
 def test_demo_video(png, shapes_checkpoint, load_tool, tmp_path):
     cv2 = pytest.importorskip("cv2")
-    config = "configs/MaskRCNN/shapes_R_18_FPN.yaml"
+    config = "configs/MaskRCNN/shapes_MaskRCNN_R_18.yaml"
     frame = np.asarray(Image.open(png))[:, :, ::-1]
     video = str(tmp_path / "clip.avi")
     writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (128, 96))

@@ -16,7 +16,7 @@ from instseg_d2.data import InstanceDatasetMapper
 from instseg_d2.testing import build_tiny_cfg, train_and_evaluate
 from instseg_d2.utils.profiling import record_stages
 
-CONFIG = "configs/DVIS/shapes_R_18.yaml"
+CONFIG = "configs/DVIS/shapes_DVIS_R_18.yaml"
 
 
 def _model_and_data(repo_root, tmp_path, opts=(), train=True, n=2):

@@ -21,7 +21,7 @@ from instseg_d2.export import (
 # detections, a different number on each image and below every cap, so that the exported
 # program must compute the count (and the Transfiner refines a few nodes of every level).
 CASES = {
-    "configs/MaskRCNN/shapes_R_18_FPN.yaml": ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.36"],
+    "configs/MaskRCNN/shapes_MaskRCNN_R_18.yaml": ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.36"],
     "configs/FCOS/shapes_FCOS_R_18.yaml": ["MODEL.FCOS.INFERENCE_TH_TEST", "0.013"],
     "configs/CondInst/shapes_CondInst_R_18.yaml": ["MODEL.FCOS.INFERENCE_TH_TEST", "0.0064"],
     "configs/BlendMask/shapes_BlendMask_R_18.yaml": ["MODEL.FCOS.INFERENCE_TH_TEST", "0.007"],
@@ -32,18 +32,18 @@ CASES = {
                                                     "MODEL.SOLO.UPDATE_THR", "0.0006"],
     "configs/SOLO/shapes_SOLOv2_R_18.yaml": ["MODEL.SOLO.SCORE_THR", "0.005",
                                              "MODEL.SOLO.UPDATE_THR", "0.009"],
-    "configs/SparseInst/shapes_R_18_GIAM.yaml": ["MODEL.SPARSE_INST.CLS_THRESHOLD", "0.104"],
-    "configs/Transfiner/shapes_R_18_FPN.yaml": [
+    "configs/SparseInst/shapes_SparseInst_GIAM_R_18.yaml": ["MODEL.SPARSE_INST.CLS_THRESHOLD", "0.104"],
+    "configs/Transfiner/shapes_Transfiner_R_18.yaml": [
         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.38", "MODEL.TRANSFINER.TEST_CHUNK_SIZE", "64",
         "MODEL.TRANSFINER.TEST_INCOHERENT_THRESH", "(0.509, 0.511, 0.512)",
     ],
-    "configs/DVIS/shapes_R_18.yaml": [
+    "configs/DVIS/shapes_DVIS_R_18.yaml": [
         "MODEL.DVIS.VERIFY.SCORE_THRESH", "0.0", "MODEL.DVIS.MEANSHIFT.FG_THRESH", "0.01",
         "MODEL.DVIS.MEANSHIFT.BANDWIDTHS", "(0.01, 0.005)", "MODEL.DVIS.MEANSHIFT.MIN_AREA",
         "(1, 1)", "MODEL.DVIS.MEANSHIFT.MAX_VALUE", "1.0",
     ],
-    "configs/MaskLab/shapes_R_18_FPN.yaml": ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.36"],
-    "configs/SemiConv/shapes_R_18_FPN.yaml": ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.36"],
+    "configs/MaskLab/shapes_MaskLab_R_18.yaml": ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.36"],
+    "configs/SemiConv/shapes_SemiConv_R_18.yaml": ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.36"],
 }  # fmt: skip
 
 

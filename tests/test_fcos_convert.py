@@ -117,8 +117,8 @@ def _state(shapes, prefix=""):
 
 CASES = [
     ("OneStageDetector", "configs/FCOS/FCOS_R_50_1x.yaml", "AdelaiDet FCOS"),
-    ("CondInst", "configs/CondInst/MS_R_50_1x.yaml", "AdelaiDet CondInst"),
-    ("BlendMask", "configs/BlendMask/R_50_1x.yaml", "AdelaiDet BlendMask"),
+    ("CondInst", "configs/CondInst/CondInst_MS_R_50_1x.yaml", "AdelaiDet CondInst"),
+    ("BlendMask", "configs/BlendMask/BlendMask_R_50_1x.yaml", "AdelaiDet BlendMask"),
 ]
 
 
@@ -166,7 +166,7 @@ def test_another_models_checkpoint_is_refused_naming_both(repo_root, tmp_path):
         match=r"condinst.pth' does not fit the model \(BlendMask\): it is a checkpoint of "
         r"AdelaiDet CondInst \(for a CondInst model\), and the model has no CondInst",
     ):
-        InstSegCheckpointer(_model(repo_root, "configs/BlendMask/R_50_1x.yaml")).load(str(cond))
+        InstSegCheckpointer(_model(repo_root, "configs/BlendMask/BlendMask_R_50_1x.yaml")).load(str(cond))
 
 
 def test_fcos_checkpoint_initialises_condinst_detector(repo_root, tmp_path, checkpoint_log):
@@ -175,7 +175,7 @@ def test_fcos_checkpoint_initialises_condinst_detector(repo_root, tmp_path, chec
     fcos = tmp_path / "fcos.pth"
     state = _state(reference_shapes("OneStageDetector"))
     torch.save({"model": state}, fcos)
-    model = _model(repo_root, "configs/CondInst/MS_R_50_1x.yaml")
+    model = _model(repo_root, "configs/CondInst/CondInst_MS_R_50_1x.yaml")
     InstSegCheckpointer(model).load(str(fcos))
     key = "proposal_generator.fcos_head.bbox_pred.weight"
     assert torch.equal(model.state_dict()[key], state[key])

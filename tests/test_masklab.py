@@ -22,7 +22,7 @@ from masklab_d2.crops import crop_and_resize, crop_class_channel
 from masklab_d2.losses import dense_ce_loss, mask_bce_loss
 from masklab_d2.targets import dense_targets, mask_crop_targets, masks_on_grid
 
-SHAPES_CFG = "configs/MaskLab/shapes_R_18_FPN.yaml"
+SHAPES_CFG = "configs/MaskLab/shapes_MaskLab_R_18.yaml"
 
 
 def _bin_by_definition(dx, dy, half_w, half_h, num_dirs=8, num_bins=4, max_dist=1.0):
@@ -322,7 +322,7 @@ def test_mask_rcnn_checkpoint_loads_into_masklab(repo_root, tmp_path, checkpoint
     from instseg_d2.engine import InstSegCheckpointer, build_config
     from instseg_d2.engine.conversion import convert_reference_checkpoint, model_parts
 
-    mrcnn_cfg = build_config(os.path.join(repo_root, "configs/MaskRCNN/shapes_R_18_FPN.yaml"),
+    mrcnn_cfg = build_config(os.path.join(repo_root, "configs/MaskRCNN/shapes_MaskRCNN_R_18.yaml"),
                              ["MODEL.ROI_HEADS.NUM_CLASSES", "5", "MODEL.DEVICE", "cpu"])  # fmt: skip
     torch.manual_seed(0)
     ref, ours = build_model(mrcnn_cfg), build_model(_cfg(repo_root))

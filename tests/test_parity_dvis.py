@@ -32,7 +32,7 @@ def dvis_model(repo_root, opts=()):
     from instseg_d2.plugins import get_full_cfg
 
     cfg = get_full_cfg()
-    cfg.merge_from_file(os.path.join(repo_root, "configs", "DVIS", "shapes_R_18.yaml"))
+    cfg.merge_from_file(os.path.join(repo_root, "configs", "DVIS", "shapes_DVIS_R_18.yaml"))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.DVIS.NUM_CLASSES", "3"] + list(opts))
     return build_model(cfg), cfg
 

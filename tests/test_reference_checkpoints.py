@@ -117,11 +117,11 @@ FAMILIES = {
                   "AdelaiDet BlendMask", []),
     "SOLOv2": ("SOLO/shapes_SOLOv2_R_18.yaml", "solov2.pth", adelaidet_solov2, "AdelaiDet SOLOv2",
                []),
-    "SparseInst": ("SparseInst/shapes_R_18_GIAM.yaml", "sparseinst.pth", hustvl_sparseinst,
+    "SparseInst": ("SparseInst/shapes_SparseInst_GIAM_R_18.yaml", "sparseinst.pth", hustvl_sparseinst,
                    "hustvl/SparseInst", []),
-    "Transfiner": ("Transfiner/shapes_R_18_FPN.yaml", "transfiner.pth", syscv_transfiner,
+    "Transfiner": ("Transfiner/shapes_Transfiner_R_18.yaml", "transfiner.pth", syscv_transfiner,
                    "detectron2 GeneralizedRCNN + SysCV/transfiner", FAST_TRANSFINER),
-    "MaskRCNN": ("MaskRCNN/shapes_R_18_FPN.yaml", "model_final.pkl", detectron2_zoo,
+    "MaskRCNN": ("MaskRCNN/shapes_MaskRCNN_R_18.yaml", "model_final.pkl", detectron2_zoo,
                  "detectron2 GeneralizedRCNN", FEW),
 }  # fmt: skip
 

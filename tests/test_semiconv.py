@@ -30,10 +30,10 @@ from semiconv_d2 import (
 from semiconv_d2.clustering import adjusted_rand_index, kmeans
 from semiconv_d2.losses import masks_at_level
 
-SHAPES = "configs/SemiConv/shapes_R_18_FPN.yaml"
-COCO = "configs/SemiConv/semiconv_mask_rcnn_R_50_FPN_1x.yaml"
-MASK_RCNN_SHAPES = "configs/MaskRCNN/shapes_R_18_FPN.yaml"
-MASK_RCNN_COCO = "configs/MaskRCNN/mask_rcnn_R_50_FPN_1x.yaml"
+SHAPES = "configs/SemiConv/shapes_SemiConv_R_18.yaml"
+COCO = "configs/SemiConv/SemiConv_R_50_1x.yaml"
+MASK_RCNN_SHAPES = "configs/MaskRCNN/shapes_MaskRCNN_R_18.yaml"
+MASK_RCNN_COCO = "configs/MaskRCNN/MaskRCNN_R_50_1x.yaml"
 # the parameters semi-conv adds to Mask R-CNN
 NEW_KEYS = {
     "roi_heads.mask_head.log_sigma",

@@ -463,7 +463,7 @@ def test_adelaidet_solov2_checkpoint_loads(tmp_path, repo_root, checkpoint_log):
     from instseg_d2.engine import CheckpointMismatchError, InstSegCheckpointer, build_config
     from solo_d2.checkpoint import NotAdelaiDetSOLOv2Error, convert_reference_state_dict
 
-    cfg = build_config(f"{repo_root}/configs/SOLO/SOLOv2_R50_3x.yaml",
+    cfg = build_config(f"{repo_root}/configs/SOLO/SOLOv2_R_50_3x.yaml",
                        ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])  # fmt: skip
     model = build_model(cfg)
     # AdelaiDet's SOLOv2: self.backbone = detectron2's build_resnet_fpn_backbone (same names)

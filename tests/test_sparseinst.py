@@ -287,7 +287,7 @@ def test_reference_checkpoint_loads_exactly(tmp_path, repo_root, checkpoint_log)
     from sparseinst_d2 import convert_reference_state_dict
 
     cfg = build_config(
-        f"{repo_root}/configs/SparseInst/sparse_inst_R_50_GIAM_608.yaml",
+        f"{repo_root}/configs/SparseInst/SparseInst_GIAM_R_50_608.yaml",
         ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""],
     )
     model = build_model(cfg)

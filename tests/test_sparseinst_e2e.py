@@ -8,7 +8,7 @@ from detectron2.data import DatasetCatalog
 from instseg_d2.testing import TINY_OPTS, build_tiny_cfg, loss_history, train_and_evaluate
 from sparseinst_d2.diagnostics import main
 
-CONFIG = "configs/SparseInst/shapes_R_18_GIAM.yaml"
+CONFIG = "configs/SparseInst/shapes_SparseInst_GIAM_R_18.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from dvis_d2.diagnostics import main as dvis_diagnostics
 from instseg_d2.benchmark.step_cost import draw_batches, measure_train_steps
 from instseg_d2.testing import build_tiny_cfg
 
-MASK_RCNN = "configs/MaskRCNN/shapes_R_18_FPN.yaml"
-SEMICONV = "configs/SemiConv/shapes_R_18_FPN.yaml"
-DVIS = "configs/DVIS/shapes_R_18.yaml"
+MASK_RCNN = "configs/MaskRCNN/shapes_MaskRCNN_R_18.yaml"
+SEMICONV = "configs/SemiConv/shapes_SemiConv_R_18.yaml"
+DVIS = "configs/DVIS/shapes_DVIS_R_18.yaml"
 SMALL = ["INPUT.MIN_SIZE_TRAIN", "(64,)"]  # the tiny splits' 96 px are still more than needed
 
 

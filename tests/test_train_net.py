@@ -13,7 +13,7 @@ import torch
 
 from instseg_d2.testing import TINY_OPTS, TINY_SPECS, train_and_evaluate
 
-MASK_RCNN = "configs/MaskRCNN/shapes_R_18_FPN.yaml"
+MASK_RCNN = "configs/MaskRCNN/shapes_MaskRCNN_R_18.yaml"
 
 
 def _dataset_args(tiny_shapes):

@@ -31,7 +31,7 @@ from transfiner_d2.targets import (
 )
 from transfiner_d2.transformer import RefinementTransformer, SelfAttention, sine_position_embedding
 
-SHAPES_CFG = "configs/Transfiner/shapes_R_18_FPN.yaml"
+SHAPES_CFG = "configs/Transfiner/shapes_Transfiner_R_18.yaml"
 
 
 # ------------------------------------------------------------------------------- targets

@@ -56,9 +56,9 @@ def reference_transfiner_shapes():
 def models(repo_root):
     torch.manual_seed(0)
     mrcnn = build_model(
-        build_config(os.path.join(repo_root, "configs/MaskRCNN/mask_rcnn_R_50_FPN_1x.yaml"))
+        build_config(os.path.join(repo_root, "configs/MaskRCNN/MaskRCNN_R_50_1x.yaml"))
     )
-    cfg = build_config(os.path.join(repo_root, "configs/Transfiner/mask_rcnn_R_50_FPN_1x.yaml"))
+    cfg = build_config(os.path.join(repo_root, "configs/Transfiner/Transfiner_R_50_1x.yaml"))
     return mrcnn, build_model(cfg), cfg
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Compare models side by side on the same data and input size.
 
-    python tools/benchmark.py --config-file configs/MaskRCNN/shapes_R_18_FPN.yaml \
+    python tools/benchmark.py --config-file configs/MaskRCNN/shapes_MaskRCNN_R_18.yaml \
         --weights output/model_final.pth [--config-file B.yaml --weights B.pth ...] \
         [--input-size 800x1333] [--device cpu|cuda] [--iters 10] [--train-memory] \
         [--output-dir benchmark_out] [--opts KEY VALUE ...]

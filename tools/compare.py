@@ -44,10 +44,9 @@ def default_configs():
 
 
 def model_name(config: str) -> str:
-    """``configs/SOLO/shapes_SOLOv2_R_18.yaml`` -> ``SOLO/SOLOv2_R_18``."""
-    method = os.path.basename(os.path.dirname(config))
+    """``configs/SOLO/shapes_SOLOv2_R_18.yaml`` -> ``SOLOv2_R_18``."""
     stem = os.path.splitext(os.path.basename(config))[0]
-    return f"{method}/{stem[len('shapes_'):] if stem.startswith('shapes_') else stem}"
+    return stem[len("shapes_") :] if stem.startswith("shapes_") else stem
 
 
 def parse_args(argv=None):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write a published reference checkpoint in this project's format (with its ``instseg_meta``).
 
-    python tools/convert_checkpoint.py --config-file configs/CondInst/MS_R_50_1x.yaml \
+    python tools/convert_checkpoint.py --config-file configs/CondInst/CondInst_MS_R_50_1x.yaml \
         --input CondInst_MS_R_50_1x.pth --output condinst_r50_1x.pth [KEY VALUE ...]
 
 The input (a path or a URL, as ``MODEL.WEIGHTS``) is loaded into the config's model exactly as

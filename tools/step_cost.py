@@ -23,11 +23,11 @@ Definitions: ``instseg_d2/benchmark/step_cost.py``. Examples (``PYTHONPATH=.``: 
 this checkout, when the installed ones are another checkout's):
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python tools/step_cost.py \\
-        --config-file configs/MaskRCNN/shapes_R_18_FPN.yaml \\
-        --config-file configs/MaskLab/shapes_R_18_FPN.yaml --steps 6 --warmup 1 --breakdown
+        --config-file configs/MaskRCNN/shapes_MaskRCNN_R_18.yaml \\
+        --config-file configs/MaskLab/shapes_MaskLab_R_18.yaml --steps 6 --warmup 1 --breakdown
     PYTHONPATH=. OMP_NUM_THREADS=1 python tools/step_cost.py \\
-        --config-file configs/MaskRCNN/shapes_R_18_FPN.yaml \\
-        --config-file configs/Transfiner/shapes_R_18_FPN.yaml --flops \\
+        --config-file configs/MaskRCNN/shapes_MaskRCNN_R_18.yaml \\
+        --config-file configs/Transfiner/shapes_Transfiner_R_18.yaml --flops \\
         --opts MODEL.TRANSFINER.NUM_LAYERS 1
 """
 

@@ -2,7 +2,7 @@
 assigns to the objects (the queries the losses train).
 
     python -m sparseinst_d2.diagnostics match-stats \
-        --config-file configs/SparseInst/shapes_R_18_GIAM.yaml \
+        --config-file configs/SparseInst/shapes_SparseInst_GIAM_R_18.yaml \
         --weights output/sparseinst_shapes/model_final.pth [--num-images 40] [KEY VALUE ...]
 
 Runs the network (eval mode, test-time resize) on the first images of the config's test set,
