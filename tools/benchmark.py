@@ -40,6 +40,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--no-eval", action="store_true", help="skip COCO AP even with weights")
+    p.add_argument("--amp", action="store_true", help="inference under autocast (fp16 on CUDA)")
     p.add_argument("--train-memory", action="store_true", help="also one training step's memory")
     p.add_argument("--train-batch", type=int, default=2)
     p.add_argument("--output-dir", default="benchmark_out")
@@ -68,7 +69,7 @@ def main(argv=None):
         spec = {
             "config_file": cfg_file, "weights": w, "device": device, "opts": opts,
             "input_size": input_size, "dataset": args.dataset, "num_images": args.num_images,
-            "warmup": args.warmup, "iters": args.iters, "eval": not args.no_eval,
+            "warmup": args.warmup, "iters": args.iters, "eval": not args.no_eval, "amp": args.amp,
             "register": args.register,
             "output_dir": os.path.join(args.output_dir, "runs", name.replace("/", "_")),
         }  # fmt: skip

@@ -201,7 +201,12 @@ def measure(spec: dict) -> dict:
         return [{k: v.to("cpu") for k, v in o.items()} for o in out]
 
     stages: Dict[str, list] = {}
-    with torch.no_grad():
+    amp = torch.autocast(
+        "cuda" if device.startswith("cuda") else "cpu",
+        dtype=torch.float16 if device.startswith("cuda") else torch.bfloat16,
+        enabled=bool(spec.get("amp")),
+    )
+    with torch.no_grad(), amp:
         res["model_ms"] = 1000 * _time(model_only, warmup, iters, device)[0]
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
