@@ -1,4 +1,4 @@
-"""tools/make_blobs.py (nuclei-like data) and tools/fcos_collapse_probe.py (box-branch log)."""
+"""FCOS diagnostics: make-blobs (nuclei-like data) and collapse-probe (box-branch log)."""
 
 import json
 
@@ -12,8 +12,9 @@ from instseg_d2.testing import TINY_OPTS
 FCOS = "configs/FCOS/shapes_FCOS_R_18.yaml"
 
 
-def test_make_blobs(tmp_path, load_tool):
-    tool = load_tool("make_blobs")
+def test_make_blobs(tmp_path):
+    from instseg_d2.modeling.fcos.diagnostics import blobs as tool
+
     json_file = tool.make_blobs(str(tmp_path), num_images=3, seed=0, size=96)
     register_coco_instances_checked("blobs_test", json_file, str(tmp_path / "images"), True)
     dicts = DatasetCatalog.get("blobs_test")
@@ -25,8 +26,9 @@ def test_make_blobs(tmp_path, load_tool):
         assert json.load(f) == json.load(open(tool.make_blobs(str(tmp_path / "again"), 3, 0, 96)))
 
 
-def test_copy_known_keys(load_tool):
-    tool = load_tool("fcos_collapse_probe")
+def test_copy_known_keys():
+    from instseg_d2.modeling.fcos.diagnostics import collapse_probe as tool
+
     src = CN({"A": 1, "B": CN({"C": 2, "D": 3}), "E": 4})
     dst = CN({"A": 0, "B": CN({"C": 0})})
     assert tool.copy_known_keys(src, dst) == ["B.D", "E"]
@@ -34,8 +36,9 @@ def test_copy_known_keys(load_tool):
 
 
 @pytest.mark.parametrize("bias, dead", [(0.0, False), (-50.0, True)])
-def test_probe_log(tiny_shapes, tmp_path, repo_root, load_tool, bias, dead):
-    tool = load_tool("fcos_collapse_probe")
+def test_probe_log(tiny_shapes, tmp_path, repo_root, bias, dead):
+    from instseg_d2.modeling.fcos.diagnostics import collapse_probe as tool
+
     out = tmp_path / "probe"
     tool.main(["--config-file", f"{repo_root}/{FCOS}", "--iters", "2", "--output-dir", str(out)]
               + list(TINY_OPTS) + ["MODEL.FCOS.BBOX_PRED_BIAS_INIT", str(bias)])  # fmt: skip

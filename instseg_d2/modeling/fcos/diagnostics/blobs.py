@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """Write a nuclei-like COCO dataset: many small bright elliptical blobs on a dark, noisy
 background, one class ("nucleus"), RLE masks; deterministic from the seed.
 
-    python tools/make_blobs.py data/blobs_train --num-images 200 --seed 0
+    python -m instseg_d2.modeling.fcos.diagnostics make-blobs data/blobs_train --num-images 200 --seed 0
     python train_net.py --config-file configs/CondInst/shapes_CondInst_R_18.yaml \\
         --dataset blobs_train=data/blobs_train/annotations.json:data/blobs_train/images ...
 
@@ -66,8 +65,10 @@ def make_blobs(out_dir: str, num_images: int, seed: int, size: int = 128,
     return path
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def main(argv=None, prog=None):
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     p.add_argument("out_dir")
     p.add_argument("--num-images", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -78,7 +79,3 @@ def main(argv=None):
     path = make_blobs(args.out_dir, args.num_images, args.seed, args.size, args.min_blobs,
                       args.max_blobs)  # fmt: skip
     print(path)
-
-
-if __name__ == "__main__":
-    main()

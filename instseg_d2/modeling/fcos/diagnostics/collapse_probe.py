@@ -1,11 +1,10 @@
-#!/usr/bin/env python
 """Watch FCOS's box branch train: which regression outputs are dead, and which way GIoU pushes.
 
-    python tools/fcos_collapse_probe.py --config-file configs/CondInst/shapes_CondInst_R_18.yaml \\
+    python -m instseg_d2.modeling.fcos.diagnostics collapse-probe --config-file configs/CondInst/shapes_CondInst_R_18.yaml \\
         --dataset blobs=data/blobs/annotations.json:data/blobs/images --seed 0 --iters 60 \\
         --output-dir probe/ci0 DATASETS.TRAIN "('blobs',)"
     # the same weights, batches and optimizer on AdelaiDet's model (a clone on PYTHONPATH):
-    PYTHONPATH=<AdelaiDet clone> python tools/fcos_collapse_probe.py --reference adelaidet \\
+    PYTHONPATH=<AdelaiDet clone> python -m instseg_d2.modeling.fcos.diagnostics collapse-probe --reference adelaidet \\
         --output-dir probe/ci0 --iters 60 [--init ours_40.pth --skip 41]
 
 The first run seeds and builds the model as train_net.py does (``SEED``), saves its initial
@@ -40,8 +39,10 @@ import torch
 SIDES = ("l", "t", "r", "b")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def parse_args(argv=None, prog=None):
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     p.add_argument("--config-file", default="")
     p.add_argument("--dataset", action="append", default=[], metavar="NAME=JSON:IMAGE_DIR")
     p.add_argument("--seed", type=int, default=0)
@@ -201,8 +202,8 @@ def copy_known_keys(src, dst, prefix: str = "") -> list:
     return others
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(argv=None, prog=None):
+    args = parse_args(argv, prog)
     os.makedirs(args.output_dir, exist_ok=True)
     if args.reference:
         cfg, model = adelaidet_model(args)
@@ -217,7 +218,3 @@ def main(argv=None):
     tag = side if args.init == "init.pth" else f"{side}_from_{os.path.splitext(args.init)[0]}"
     train_and_log(cfg, model, batches, args.iters, os.path.join(args.output_dir, f"{tag}.jsonl"),
                   set(args.save), start=args.skip)  # fmt: skip
-
-
-if __name__ == "__main__":
-    main()
