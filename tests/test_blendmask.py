@@ -106,7 +106,7 @@ def test_blender_inference_masks():
 
 def test_blendmask_end_to_end_tiny(tiny_shapes, tmp_path, repo_root):
     res = train_and_evaluate(f"{repo_root}/{SHAPES_CFG}", str(tmp_path))
-    assert set(res) == {"bbox", "segm"}
+    assert set(res) == {"bbox", "segm", "boundary"}
     import json
 
     with open(tmp_path / "metrics.json") as f:

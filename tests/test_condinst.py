@@ -168,7 +168,7 @@ def test_condinst_end_to_end_tiny(tiny_shapes, tmp_path, repo_root):
         f"{repo_root}/{SHAPES_CFG}", str(tmp_path),
         ["MODEL.CONDINST.MASK_BRANCH.SEMANTIC_LOSS_ON", "True"],
     )  # fmt: skip
-    assert set(res) == {"bbox", "segm"}
+    assert set(res) == {"bbox", "segm", "boundary"}
     import json
 
     with open(tmp_path / "metrics.json") as f:

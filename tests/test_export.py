@@ -113,8 +113,8 @@ def test_export_tool(tmp_path, repo_root, load_tool, images):
         Image.fromarray(image.permute(1, 2, 0).numpy()[:, :, ::-1]).save(paths[-1])
     out = str(tmp_path / "fcos.ts")
     argv = ["--config-file", f"{repo_root}/configs/FCOS/shapes_FCOS_R_18.yaml", "--output", out,
-            "--sample-image", paths[0], "--sample-image", paths[1], "--opts", "INPUT.MIN_SIZE_TEST",
-            "0"] + CASES["configs/FCOS/shapes_FCOS_R_18.yaml"]  # fmt: skip
+            "--sample-image", paths[0], "--sample-image", paths[1], "--opts", "MODEL.WEIGHTS", "",
+            "INPUT.MIN_SIZE_TEST", "0"] + CASES["configs/FCOS/shapes_FCOS_R_18.yaml"]  # fmt: skip
     torch.manual_seed(0)
     assert load_tool("export").main(argv) == 0
     module, info = load_torchscript(out)

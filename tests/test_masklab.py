@@ -377,7 +377,7 @@ def test_end_to_end_train_and_evaluate(tiny_shapes, tmp_path, repo_root):
     res = train_and_evaluate(os.path.join(repo_root, SHAPES_CFG), out,
                              ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
                               "TEST.DETECTIONS_PER_IMAGE", "5"])  # fmt: skip
-    assert set(res) == {"bbox", "segm"}
+    assert set(res) == {"bbox", "segm", "boundary"}
     assert math.isfinite(res["segm"]["AP"])  # there were mask predictions to score
     for key in ("loss_mask_coarse", "loss_mask_refined", "loss_semantic", "loss_direction"):
         vals = loss_history(out, key)

@@ -384,7 +384,7 @@ def test_end_to_end_train_and_evaluate(tiny_shapes, tmp_path, repo_root):
     res = train_and_evaluate(
         os.path.join(repo_root, SHAPES), out, ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
     )
-    assert set(res) == {"bbox", "segm"} and math.isfinite(res["segm"]["AP"])
+    assert set(res) == {"bbox", "segm", "boundary"} and math.isfinite(res["segm"]["AP"])
     from instseg_d2.testing import loss_history
 
     assert loss_history(out, "loss_embed") and loss_history(out, "loss_kernel")

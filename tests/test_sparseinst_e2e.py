@@ -83,7 +83,7 @@ def test_training_lowers_loss(tiny_shapes, repo_root, tmp_path):
 
 def test_end_to_end_train_and_eval(tiny_shapes, repo_root, tmp_path):
     res = train_and_evaluate(f"{repo_root}/{CONFIG}", str(tmp_path))
-    assert set(res) == {"bbox", "segm"}
+    assert set(res) == {"bbox", "segm", "boundary"}
     assert 0.0 <= res["segm"]["AP"] <= 100.0
     losses = loss_history(str(tmp_path))
     assert len(losses) >= 1 and all(v == v and v < 1e4 for v in losses)  # finite

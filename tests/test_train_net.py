@@ -38,7 +38,7 @@ def test_train_then_eval_only_reproduces(tiny_shapes, tmp_path, repo_root):
 
     out = str(tmp_path / "run")
     results = train_and_evaluate(os.path.join(repo_root, MASK_RCNN), out)
-    assert set(results) == {"bbox", "segm"} and "AP" in results["segm"]
+    assert set(results) == {"bbox", "segm", "boundary"} and "AP" in results["segm"]
     ckpt = torch.load(os.path.join(out, "model_final.pth"), weights_only=False)
     assert ckpt["iteration"] == 2
     assert ckpt["instseg_meta"]["meta_architecture"] == "GeneralizedRCNN"

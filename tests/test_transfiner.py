@@ -371,7 +371,7 @@ def test_end_to_end_train_and_eval(tiny_shapes, tmp_path, repo_root, load_tool):
             "MODEL.TRANSFINER.TEST_MAX_INSTANCES", "2"]  # fmt: skip
     out = tmp_path / "run"
     results = train_and_evaluate(os.path.join(repo_root, SHAPES_CFG), str(out), opts)
-    assert set(results) == {"bbox", "segm"} and "AP75" in results["segm"]
+    assert set(results) == {"bbox", "segm", "boundary"} and "AP75" in results["segm"]
     import json
 
     with open(out / "metrics.json") as f:
