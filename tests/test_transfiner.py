@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from detectron2.data import DatasetCatalog
 from detectron2.layers import ROIAlign
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
@@ -18,6 +19,7 @@ from transfiner_d2.losses import (
     semantic_loss,
     smoothed_dice_loss,
 )
+from transfiner_d2 import nodes, timing
 from transfiner_d2.mask_head import TransfinerFeatures, TransfinerMaskHead
 from transfiner_d2.pooler import NodeFeaturePooler, first_per_image
 from transfiner_d2.quadtree import all_nodes, node_masks, sample_train_nodes
@@ -402,13 +404,13 @@ def test_bad_config_names_the_key(tiny_shapes, repo_root):
         build_model(build_tiny_cfg(cfg_file, "/tmp/unused", bad))
 
 
-def test_end_to_end_train_and_eval(tiny_shapes, tmp_path, repo_root, load_tool):
+def test_end_to_end_train_and_eval(tiny_shapes, tmp_path, repo_root):
     # every detection kept (score threshold 0) so that the refinement runs at evaluation
     opts = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "8",
             "MODEL.TRANSFINER.TEST_MAX_INSTANCES", "2"]  # fmt: skip
     out = tmp_path / "run"
     results = train_and_evaluate(os.path.join(repo_root, SHAPES_CFG), str(out), opts)
-    assert set(results) == {"bbox", "segm"} and "AP75" in results["segm"]
+    assert set(results) == {"bbox", "segm", "boundary"} and "AP75" in results["segm"]
     import json
 
     with open(out / "metrics.json") as f:
@@ -420,22 +422,28 @@ def test_end_to_end_train_and_eval(tiny_shapes, tmp_path, repo_root, load_tool):
     assert preds and all("segmentation" in p for p in preds)
 
     # the node counts of the trained model: every level-0 cell of a refined instance is a node
-    tool = load_tool("transfiner_nodes")
     argv = ["--config-file", os.path.join(repo_root, SHAPES_CFG), "--weights"]
-    rows = tool.main(argv + [str(out / "model_final.pth"), "--num-images", "1"] + TINY_OPTS + opts)
+    rows = nodes.main(argv + [str(out / "model_final.pth"), "--num-images", "1"] + TINY_OPTS + opts)
     seconds, detections, refined, per_instance = rows[0]
     assert seconds > 0 and 0 < refined <= 2 and refined <= detections <= 8
     assert per_instance[0] == 28 * 28 and 0 <= per_instance[2] <= 112 * 112
 
+    # the timing of the whole evaluation: every image, the evaluation's AP, the nodes
+    weights = ["--weights", str(out / "model_final.pth"), "--num-images", "0"]
+    res = timing.main(argv[:2] + weights + TINY_OPTS + opts)
+    assert res["images"] == len(DatasetCatalog.get("shapes_tiny_val"))
+    assert res["segm"]["AP"] == pytest.approx(results["segm"]["AP"], nan_ok=True)
+    assert res["total_cpu_s"] > 0 and 0 < res["refined_per_image"] <= 2
+    assert res["nodes_per_refined_instance"][0] == 28 * 28
 
-def test_gt_incoherent_share_by_object_size(load_tool):
+
+def test_gt_incoherent_share_by_object_size():
     """The incoherent share of the 28x28 ground truth: a band along the edges, so nearly all
     of a small object's grid and a thin ring of a large one's."""
-    tool = load_tool("transfiner_nodes")
     m = torch.zeros(2, 128, 128, dtype=torch.bool)
     m[0, 10:18, 10:18] = True  # 8 px
     m[1, 40:104, 40:104] = True  # 64 px
-    shares, sides = tool.gt_incoherent_share(
+    shares, sides = nodes.gt_incoherent_share(
         [Instances((128, 128), gt_masks=BitMasks(m))], 28, 2, 0.01, 0.05
     )
     assert sides.tolist() == [8.0, 64.0]

@@ -1,7 +1,7 @@
 """Inference cost of a Mask Transfiner model: CPU and wall time per image and in all, the
 instances refined and their quadtree nodes, and the COCO AP of a whole test set.
 
-    python -m transfiner_d2.timing --config-file configs/Transfiner/shapes_R_18_FPN.yaml \\
+    python -m transfiner_d2.timing --config-file configs/Transfiner/shapes_Transfiner_R_18.yaml \\
         --weights model_final.pth [--num-images 10] [--json out.json] [KEY VALUE ...]
 
 Runs the config's first test set one image at a time (the test-time resize), with the data

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """How many quadtree nodes Mask Transfiner refines, and what an image costs.
 
-    python tools/transfiner_nodes.py --config-file configs/Transfiner/shapes_Transfiner_R_18.yaml \
+    python -m transfiner_d2.nodes --config-file configs/Transfiner/shapes_Transfiner_R_18.yaml \
         --weights output/transfiner_shapes/model_final.pth [--num-images 3] [KEY VALUE ...]
 
 Runs the model's inference on the first images of the config's test set (batch 1, the
