@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from detectron2.data import DatasetCatalog
 from detectron2.layers import ROIAlign
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
@@ -18,10 +19,11 @@ from transfiner_d2.losses import (
     semantic_loss,
     smoothed_dice_loss,
 )
+from transfiner_d2 import nodes, timing
 from transfiner_d2.mask_head import TransfinerFeatures, TransfinerMaskHead
 from transfiner_d2.pooler import NodeFeaturePooler, first_per_image
 from transfiner_d2.quadtree import all_nodes, node_masks, sample_train_nodes
-from transfiner_d2.refine import QuadtreeRefiner
+from transfiner_d2.refine import QuadtreeRefiner, length_groups
 from transfiner_d2.targets import (
     MaskTargets,
     boundary_map,
@@ -284,7 +286,10 @@ def test_self_attention_matches_torch_multihead_attention():
     qk, v = torch.randn(2, 7, 16), torch.randn(2, 7, 16)
     pad = torch.zeros(2, 7, dtype=torch.bool)
     pad[1, 5:] = True
-    torch.testing.assert_close(mine(qk, v, pad), ref(qk, qk, v, key_padding_mask=pad)[0])
+    expected = ref(qk, qk, v, key_padding_mask=pad)[0]
+    torch.testing.assert_close(mine(qk, v, pad), expected)
+    mine.max_scores = 4 * 7 * 3  # one instance at a time, blocks of 3 queries (3, 3, 1)
+    torch.testing.assert_close(mine(qk, v, pad), expected)
 
 
 def _refiner_inputs(r=5, c=6, s0=8):
@@ -302,15 +307,49 @@ def _refiner_inputs(r=5, c=6, s0=8):
     return torch.rand(r, s0, s0), torch.rand(r, s0, s0) ** 3, torch.randn(r, c, 4, 4), node_features
 
 
-def test_batched_refinement_equals_one_instance_at_a_time():
-    probs, inc, roi, nf = _refiner_inputs()
-    refiner = _refiner(6, num_layers=2, test_chunk_size=3).eval()
-    inds = torch.arange(5)
-    batched = refiner.inference(probs, inc, roi, inds, nf)
-    single = torch.cat([refiner.inference(probs[i : i + 1], inc[i : i + 1], roi, inds[i : i + 1], nf)
-                        for i in range(5)])  # fmt: skip
-    assert batched.shape == (5, 32, 32)
-    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+def _hand_built_incoherence():
+    """(6, 8, 8) incoherence maps whose node counts differ a lot under the thresholds
+    (0.1, 0.3, 0.6) of levels 8 / 16 / 32 (a cell inherits its 8 x 8 ancestor's value)."""
+    inc = torch.zeros(6, 8, 8)  # instance 0: no node (context tokens only)
+    inc[1] = 1.0  # every cell: 64 / 256 / 1024 nodes
+    inc[2, 3, 5] = 0.9  # one cell and its descendants: 1 / 4 / 16
+    inc[3, :, :4] = 0.4  # left half, not above 0.6: 32 / 128 / 0
+    inc[4, :, :4] = 0.4
+    inc[4, 0, 4] = 0.4  # one cell more: 33 / 132 / 0
+    inc[5, 6, 1] = 0.7  # as instance 2, another cell: 1 / 4 / 16
+    return inc
+
+
+def test_length_groups_bound_padding_and_size():
+    lengths = torch.tensor([16, 1360, 37, 176, 181, 37])  # 16 context tokens + the nodes above
+    groups = [g.tolist() for g in length_groups(lengths, 3, 0.1)]
+    assert groups == [[1], [4, 3], [2, 5], [0]]  # 176 >= 0.9 * 181; 37 < 0.9 * 176
+    assert [g.tolist() for g in length_groups(lengths, 1, 0.1)] == [[1], [4], [3], [2], [5], [0]]
+    assert [g.tolist() for g in length_groups(lengths, 6, 0.0)] == [[1], [4], [3], [2, 5], [0]]
+
+
+def test_grouped_refinement_equals_each_instance_alone():
+    probs, _, roi, nf = _refiner_inputs(r=6)
+    inc, inds = _hand_built_incoherence(), torch.arange(6)
+    refiner = _refiner(6, num_layers=2, test_thresholds=(0.1, 0.3, 0.6), test_chunk_size=3).eval()
+    calls = []  # (instances, tokens) of every transformer call
+    hook = refiner.transformer.register_forward_hook(
+        lambda module, args, out: calls.append(tuple(args[0].shape[:2]))
+    )
+    grouped = refiner.inference(probs, inc, roi, inds, nf)
+    assert refiner.last_nodes == (6, [64 + 1 + 32 + 33 + 1, 256 + 4 + 128 + 132 + 4, 1024 + 32])
+    # longest first; 176 tokens padded to 181 with instance 4; 2 and 5 unpadded; 0 alone
+    assert calls == [(1, 1360), (2, 181), (2, 37), (1, 16)]
+    hook.remove()
+    single = [refiner.inference(probs[i : i + 1], inc[i : i + 1], roi, inds[i : i + 1], nf)
+              for i in range(6)]  # fmt: skip
+    assert grouped.shape == (6, 32, 32)
+    torch.testing.assert_close(grouped, torch.cat(single), atol=1e-5, rtol=1e-5)
+    # the same with the attention split into blocks of one query (memory-bounded path)
+    for layer in refiner.transformer.layers:
+        layer.self_attn.max_scores = 1
+    blocked = refiner.inference(probs, inc, roi, inds, nf)
+    torch.testing.assert_close(blocked, grouped, atol=1e-5, rtol=1e-5)
 
 
 def test_refinement_only_changes_nodes():
@@ -365,7 +404,7 @@ def test_bad_config_names_the_key(tiny_shapes, repo_root):
         build_model(build_tiny_cfg(cfg_file, "/tmp/unused", bad))
 
 
-def test_end_to_end_train_and_eval(tiny_shapes, tmp_path, repo_root, load_tool):
+def test_end_to_end_train_and_eval(tiny_shapes, tmp_path, repo_root):
     # every detection kept (score threshold 0) so that the refinement runs at evaluation
     opts = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "8",
             "MODEL.TRANSFINER.TEST_MAX_INSTANCES", "2"]  # fmt: skip
@@ -383,22 +422,28 @@ def test_end_to_end_train_and_eval(tiny_shapes, tmp_path, repo_root, load_tool):
     assert preds and all("segmentation" in p for p in preds)
 
     # the node counts of the trained model: every level-0 cell of a refined instance is a node
-    tool = load_tool("transfiner_nodes")
     argv = ["--config-file", os.path.join(repo_root, SHAPES_CFG), "--weights"]
-    rows = tool.main(argv + [str(out / "model_final.pth"), "--num-images", "1"] + TINY_OPTS + opts)
+    rows = nodes.main(argv + [str(out / "model_final.pth"), "--num-images", "1"] + TINY_OPTS + opts)
     seconds, detections, refined, per_instance = rows[0]
     assert seconds > 0 and 0 < refined <= 2 and refined <= detections <= 8
     assert per_instance[0] == 28 * 28 and 0 <= per_instance[2] <= 112 * 112
 
+    # the timing of the whole evaluation: every image, the evaluation's AP, the nodes
+    weights = ["--weights", str(out / "model_final.pth"), "--num-images", "0"]
+    res = timing.main(argv[:2] + weights + TINY_OPTS + opts)
+    assert res["images"] == len(DatasetCatalog.get("shapes_tiny_val"))
+    assert res["segm"]["AP"] == pytest.approx(results["segm"]["AP"], nan_ok=True)
+    assert res["total_cpu_s"] > 0 and 0 < res["refined_per_image"] <= 2
+    assert res["nodes_per_refined_instance"][0] == 28 * 28
 
-def test_gt_incoherent_share_by_object_size(load_tool):
+
+def test_gt_incoherent_share_by_object_size():
     """The incoherent share of the 28x28 ground truth: a band along the edges, so nearly all
     of a small object's grid and a thin ring of a large one's."""
-    tool = load_tool("transfiner_nodes")
     m = torch.zeros(2, 128, 128, dtype=torch.bool)
     m[0, 10:18, 10:18] = True  # 8 px
     m[1, 40:104, 40:104] = True  # 64 px
-    shares, sides = tool.gt_incoherent_share(
+    shares, sides = nodes.gt_incoherent_share(
         [Instances((128, 128), gt_masks=BitMasks(m))], 28, 2, 0.01, 0.05
     )
     assert sides.tolist() == [8.0, 64.0]

@@ -50,10 +50,14 @@ def add_transfiner_config(cfg: CN) -> None:
     # Training: an instance with fewer nodes than this at any level is not refined; ref. 10.
     T.TRAIN_MIN_NODES = 10
     # Instances refined per image: the first fg proposals (training) / the top-scoring
-    # detections (inference). The reference refines the first 30 / 10 of the whole batch.
+    # detections (inference). The reference refines the first 30 / 10 RoIs of the whole batch
+    # (at inference, batch 1: the 10 top-scoring detections of the image). The other
+    # detections keep their coarse mask, bilinearly upsampled. 100 (= TEST.DETECTIONS_PER_IMAGE)
+    # refines every kept detection.
     T.TRAIN_MAX_INSTANCES = 30
-    T.TEST_MAX_INSTANCES = 100  # = TEST.DETECTIONS_PER_IMAGE: every kept detection
-    # Inference: instances per transformer call (bounds memory; does not change the output).
+    T.TEST_MAX_INSTANCES = 10  # reference 10
+    # Inference: at most this many instances of similar token counts per transformer call
+    # (bounds memory; does not change the output).
     T.TEST_CHUNK_SIZE = 10
 
     # ---- Refinement transformer (paper Sec. 3.4): post-norm encoder over the 14 x 14 context

@@ -31,6 +31,35 @@ def resize_probs(probs: torch.Tensor, size: int, align_corners: bool = False) ->
     return out[:, 0]
 
 
+# Inference: instances batched together are padded by at most this share of the longest's tokens
+MAX_PADDING = 0.1
+
+
+def length_groups(lengths: torch.Tensor, max_size: int, max_padding: float) -> List[torch.Tensor]:
+    """Groups of instances of similar token counts, for batched attention with little padding.
+
+    Instances are taken longest first; a group is the longest remaining instance and the next
+    ones, at most ``max_size`` in all, of at least ``(1 - max_padding)`` times its length.
+
+    Args:
+        lengths: (R,) token count of every instance.
+
+    Returns:
+        index tensors (into R) of the groups; together they hold every instance once.
+    """
+    order = torch.argsort(lengths, descending=True, stable=True)
+    n, sorted_lengths = len(order), lengths[order].tolist()
+    groups, start = [], 0
+    while start < n:
+        end = start + 1
+        floor = (1.0 - max_padding) * sorted_lengths[start]
+        while end < n and end - start < max_size and sorted_lengths[end] >= floor:
+            end += 1
+        groups.append(order[start:end])
+        start = end
+    return groups
+
+
 class QuadtreeRefiner(nn.Module):
     """Node selection + refinement transformer; see the module docstring."""
 
@@ -170,13 +199,13 @@ class QuadtreeRefiner(nn.Module):
         return refine_loss(pred, torch.cat(labels, 1))
 
     # ----------------------------------------------------------------------------- inference
-    def _chunks(self, r: int) -> List[slice]:
-        """Slices of ``test_chunk_size`` of R instances; one slice of all when traced (a
-        trace cannot loop a data-dependent number of times; with R <= the chunk size, which
-        is the default's 10, the computation is the same)."""
+    def _groups(self, lengths: torch.Tensor) -> List[torch.Tensor]:
+        """``length_groups`` of the R instances; one group of all when traced (a trace cannot
+        loop a data-dependent number of times; the padding is masked, so the masks are the
+        same, at the cost of more padding)."""
         if torch.jit.is_tracing():
-            return [slice(None)]
-        return [slice(s, s + self.test_chunk_size) for s in range(0, r, self.test_chunk_size)]
+            return [torch.arange(lengths.shape[0], device=lengths.device)]
+        return length_groups(lengths, self.test_chunk_size, MAX_PADDING)
 
     @torch.no_grad()
     def inference(self, probs, incoherence, roi, inds, node_features: NodeFeatures) -> torch.Tensor:
@@ -185,6 +214,13 @@ class QuadtreeRefiner(nn.Module):
         Every node above the test threshold of its level is refined. The coarse probabilities
         get the refined values at level 0, are upsampled 2x (bilinear, align_corners=True),
         get the level-1 values, and so on.
+
+        Each instance's tokens (its context and all its nodes) attend to each other only, as
+        in the reference's loop over instances. For speed, instances of similar token counts
+        go through the transformer together (:func:`length_groups`: at most
+        ``test_chunk_size`` per call, padded to the longest of their group, which adds at
+        most ``MAX_PADDING`` of its tokens); the padding is masked, so the masks are those of
+        refining each instance alone.
 
         Args:
             probs: (R, S0, S0) coarse mask probabilities of the predicted class.
@@ -196,26 +232,30 @@ class QuadtreeRefiner(nn.Module):
         """
         r = probs.shape[0]
         sizes = self.level_sizes(probs.shape[-1])
-        selected = [all_nodes(m) for m in node_masks(incoherence, sizes, self.test_thresholds)]
-        # for tools/transfiner_nodes.py: instances refined and their nodes per level, this call
-        self.last_nodes = (r, [int(valid.sum()) for _, valid in selected])
+        is_node = node_masks(incoherence, sizes, self.test_thresholds)  # per level (R, S_l^2)
+        counts = torch.stack([m.sum(1) for m in is_node], 1)  # (R, depth)
+        if not torch.jit.is_tracing():  # for transfiner_d2.timing: refined instances, nodes/level
+            self.last_nodes = (r, counts.sum(0).tolist())
         num_ctx = roi.shape[-1] ** 2
-        preds = [probs.new_zeros(idx.shape) for idx, _ in selected]
-        for c in self._chunks(r):
-            cells = [idx[c] for idx, _ in selected]
-            tokens = self._tokens(probs[c], roi[inds[c]], inds[c], node_features, cells)
-            pad = torch.cat([tokens[1].new_zeros(cells[0].shape[0], num_ctx, dtype=torch.bool)]
-                            + [~valid[c] for _, valid in selected], 1)  # fmt: skip
+        refined = [probs.new_zeros(m.shape) for m in is_node]  # values of the node cells
+        for group in self._groups(num_ctx + counts.sum(1)):
+            selected = [all_nodes(m[group]) for m in is_node]
+            cells = [idx for idx, _ in selected]
+            tokens = self._tokens(probs[group], roi[inds[group]], inds[group], node_features, cells)
+            pad = None
+            if torch.jit.is_tracing() or not all(bool(v.all()) for _, v in selected):
+                pad = torch.cat([tokens[1].new_zeros(group.shape[0], num_ctx, dtype=torch.bool)]
+                                + [~valid for _, valid in selected], 1)  # fmt: skip
             out = self.transformer(*tokens, pad)[:, num_ctx:]
-            for level, o in enumerate(out.split([idx.shape[1] for idx in cells], 1)):
-                preds[level][c] = o.to(preds[level].dtype)
+            outs = out.split([c.shape[1] for c in cells], 1)
+            for level, (o, (idx, valid)) in enumerate(zip(outs, selected)):
+                rows, cols = valid.nonzero(as_tuple=True)
+                refined[level][group[rows], idx[rows, cols]] = o[rows, cols].to(probs.dtype)
 
         masks = probs
-        for level, ((idx, valid), pred) in enumerate(zip(selected, preds)):
+        for level, (nodes, values) in enumerate(zip(is_node, refined)):
             if level > 0:
                 masks = resize_probs(masks, sizes[level], align_corners=True)
-            rows, cols = valid.nonzero(as_tuple=True)
-            flat = masks.flatten(1).clone()
-            flat[rows, idx[rows, cols]] = pred[rows, cols]
+            flat = torch.where(nodes, values, masks.reshape(r, -1))
             masks = flat.view(r, sizes[level], sizes[level])
         return masks

@@ -37,7 +37,7 @@ class TransfinerROIHeads(StandardROIHeads):
         semantic_head: Optional[SemanticRefinement] = None,
         node_pooler: Optional[NodeFeaturePooler] = None,
         train_max_instances: int = 30,
-        test_max_instances: int = 100,
+        test_max_instances: int = 10,
         semantic_loss_weight: float = 0.25,
         **kwargs,
     ):

@@ -35,18 +35,55 @@ def sine_position_embedding(
     return torch.cat([pos_y, pos_x], dim=2).reshape(size * size, dim).to(dtype)
 
 
+# Attention scores of one F.scaled_dot_product_attention call: at most this many elements
+# (heads x queries x keys; 2^26 floats = 256 MB). Larger: one call per instance and block of
+# queries. (torch's fused CPU kernel is itself memory-bounded; query blocks of fewer than
+# ~1,000 cost it ~10 % more time, hence the generous bound.)
+MAX_SCORES = 2**26
+
+
+def blocked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask, dropout: float, max_scores: int
+) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` with at most ``max_scores`` scores per call.
+
+    Args:
+        q, k, v: (B, H, T, D).
+        mask: (B, 1, 1, T) bool, True for keys to attend to, or None.
+
+    Returns:
+        (B, H, T, D). Above the bound, every instance goes alone, its queries in blocks (each
+        query's output depends on its own scores only, so the result is the same).
+    """
+    b, h, t, _ = q.shape
+    if b * h * t * t <= max_scores:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    block = max(1, max_scores // (h * t))
+    out = torch.empty_like(q)
+    for i in range(b):
+        m = None if mask is None else mask[i : i + 1]
+        for j in range(0, t, block):
+            out[i : i + 1, :, j : j + block] = F.scaled_dot_product_attention(
+                q[i : i + 1, :, j : j + block], k[i : i + 1], v[i : i + 1], m, dropout
+            )
+    return out
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with ``nn.MultiheadAttention``'s parameters and maths
     (``in_proj_weight``/``in_proj_bias`` for q, k, v; ``out_proj``), computed with
-    ``F.scaled_dot_product_attention`` so that long padded token sets use the fused kernels
-    (no T x T matrix in memory at inference)."""
+    ``F.scaled_dot_product_attention``.
 
-    def __init__(self, dim: int, nheads: int, dropout: float = 0.0):
+    Memory is bounded (:func:`blocked_attention`): one attention call forms at most
+    ``max_scores`` scores, whichever kernel torch picks."""
+
+    def __init__(self, dim: int, nheads: int, dropout: float = 0.0, max_scores: int = MAX_SCORES):
         super().__init__()
         if dim % nheads != 0:
             raise ValueError(f"MODEL.TRANSFINER.DIM ({dim}) must be divisible by NHEADS ({nheads})")
         self.nheads = nheads
         self.dropout = dropout
+        self.max_scores = max_scores
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
         self.out_proj = nn.Linear(dim, dim)
@@ -69,16 +106,24 @@ class SelfAttention(nn.Module):
         )
         mask = None if padding_mask is None else ~padding_mask[:, None, None, :]
         dropout = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        out = blocked_attention(q, k, v, mask, dropout, self.max_scores)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
 
 
 class RefinementLayer(nn.Module):
     """Post-norm transformer encoder layer whose queries and keys (not values) get ``pos``."""
 
-    def __init__(self, dim: int, nheads: int, ffn_dim: int, dropout: float, attn_dropout: float):
+    def __init__(
+        self,
+        dim: int,
+        nheads: int,
+        ffn_dim: int,
+        dropout: float,
+        attn_dropout: float,
+        max_scores: int = MAX_SCORES,
+    ):
         super().__init__()
-        self.self_attn = SelfAttention(dim, nheads, attn_dropout)
+        self.self_attn = SelfAttention(dim, nheads, attn_dropout, max_scores)
         self.linear1 = nn.Linear(dim, ffn_dim)
         self.linear2 = nn.Linear(ffn_dim, dim)
         self.dropout = nn.Dropout(dropout)
@@ -115,15 +160,18 @@ class RefinementTransformer(nn.Module):
         dropout: float = 0.1,
         attn_dropout: Optional[float] = None,
         pos_temperature: float = 10000.0,
+        max_scores: int = MAX_SCORES,
     ):
-        """``attn_dropout`` (dropout of the attention weights) defaults to ``dropout``."""
+        """``attn_dropout`` (dropout of the attention weights) defaults to ``dropout``;
+        ``max_scores``: see :class:`SelfAttention`."""
         super().__init__()
         attn_dropout = dropout if attn_dropout is None else attn_dropout
         self.dim = dim
         self.pos_temperature = pos_temperature
         self.input_proj = nn.Linear(in_channels + 1, dim)
         self.layers = nn.ModuleList(
-            RefinementLayer(dim, nheads, ffn_dim, dropout, attn_dropout) for _ in range(num_layers)
+            RefinementLayer(dim, nheads, ffn_dim, dropout, attn_dropout, max_scores)
+            for _ in range(num_layers)
         )
         self.output_fc1 = nn.Linear(dim, dim)
         self.output_fc2 = nn.Linear(dim, 1)

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """How many quadtree nodes Mask Transfiner refines, and what an image costs.
 
-    python tools/transfiner_nodes.py --config-file configs/Transfiner/shapes_Transfiner_R_18.yaml \
+    python -m transfiner_d2.nodes --config-file configs/Transfiner/shapes_Transfiner_R_18.yaml \
         --weights output/transfiner_shapes/model_final.pth [--num-images 3] [KEY VALUE ...]
 
 Runs the model's inference on the first images of the config's test set (batch 1, the
@@ -18,8 +17,8 @@ with it.
 """
 
 import argparse
+import itertools
 import statistics
-import time
 
 import torch
 from detectron2.data import build_detection_test_loader
@@ -28,6 +27,7 @@ from detectron2.structures import Instances
 from instseg_d2.data import InstanceDatasetMapper, annotated_test_batches
 from instseg_d2.engine import build_config, load_model
 from transfiner_d2.targets import MaskTargets
+from transfiner_d2.timing import measure_images
 
 SIZE_BINS = ((0, 24), (24, 48), (48, float("inf")))  # box side in pixels (the longer one)
 
@@ -89,19 +89,11 @@ def main(argv=None):
     name = cfg.DATASETS.TEST[0]
     loader = build_detection_test_loader(cfg, name, mapper=InstanceDatasetMapper(cfg, False))
     rows = []
-    with torch.no_grad():
-        for i, batch in enumerate(loader):
-            if i >= args.num_images:
-                break
-            refiner.last_nodes = (0, [0] * refiner.depth)
-            t0 = time.perf_counter()
-            out = model(batch)
-            seconds = time.perf_counter() - t0
-            refined, nodes = refiner.last_nodes
-            per_inst = [n / max(refined, 1) for n in nodes]
-            rows.append((seconds, len(out[0]["instances"]), refined, per_inst))
-            print(f"image {i}: {seconds:.1f} s, {rows[-1][1]} detections, {refined} refined, "
-                  f"nodes per refined instance by level {[round(n) for n in per_inst]}")  # fmt: skip
+    for i, m in enumerate(measure_images(model, itertools.islice(loader, args.num_images))):
+        per_inst = [n / max(m["refined"], 1) for n in m["nodes"]]
+        rows.append((m["wall_s"], m["detections"], m["refined"], per_inst))
+        print(f"image {i}: {m['wall_s']:.1f} s, {m['detections']} detections, {m['refined']} "
+              f"refined, nodes per refined instance by level {[round(n) for n in per_inst]}")  # fmt: skip
     if rows:
         levels = [statistics.mean(r[3][k] for r in rows) for k in range(refiner.depth)]
         print(
