@@ -81,6 +81,13 @@ def project_heads(fixture):
     head.refiner.transformer.register_forward_hook(
         lambda module, inputs, output: heads.record["transformer"].append(output)
     )
+    groups = head.refiner._groups
+
+    def recorded_groups(lengths):  # the instances of each transformer call, in call order
+        heads.record["groups"] = groups(lengths)
+        return heads.record["groups"]
+
+    head.refiner._groups = recorded_groups
     return heads
 
 
@@ -132,11 +139,18 @@ def test_inference_equals_reference(fixture, features, project_heads, tmp_path):
     nodes = nodes_of(incoherence, heads.mask_head.refiner.test_thresholds)
     assert_same_nodes("inference", nodes, ref["nodes"])
 
-    (out,) = heads.record["transformer"]  # one call: (boxes, 196 + padded nodes per level)
-    counts = [torch.bincount(b, minlength=len(out)) for b, _ in nodes]
-    per_level = out[:, 14 * 14 :].split([int(c.max()) for c in counts], dim=1)
-    for level, (vals, c, rv) in enumerate(zip(per_level, counts, ref["refined"])):
-        mine = torch.cat([vals[r, : int(n)] for r, n in enumerate(c)])
+    # one transformer call per group of instances: (group, 196 + padded nodes per level)
+    calls, groups = heads.record["transformer"], heads.record["groups"]
+    assert len(calls) == len(groups)
+    num = sum(len(g) for g in groups)
+    counts = torch.stack([torch.bincount(b, minlength=num) for b, _ in nodes], 1)  # (R, levels)
+    values = {}  # instance -> its refined node values, per level
+    for out, group in zip(calls, groups):
+        per_level = out[:, 14 * 14 :].split(counts[group].max(0).values.tolist(), dim=1)
+        for row, r in enumerate(group.tolist()):
+            values[r] = [vals[row, : int(n)] for vals, n in zip(per_level, counts[r])]
+    for level, rv in enumerate(ref["refined"]):
+        mine = torch.cat([values[r][level] for r in range(num)])
         assert_parity(f"transfiner refined values, level {level}", mine, rv)
     masks = torch.cat([r.pred_masks[:, 0] for r in results])
     assert_parity("transfiner final masks", masks, torch.cat(ref["masks"]))
