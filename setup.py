@@ -5,24 +5,28 @@ detectron2 itself is a prerequisite installed by hand (it is not on PyPI); see R
 
 from setuptools import find_packages, setup
 
-METHOD_PACKAGES = [
-    "instseg_d2",
-    "condinst_d2",
-    "blendmask_d2",
-    "solo_d2",
-    "masklab_d2",
-    "semiconv_d2",
-    "sparseinst_d2",
-    "transfiner_d2",
-    "dvis_d2",
-]
+# Every method package and its add_<method>_config(cfg): installed, and registered under the
+# entry-point group that instseg_d2.plugins loads (the one list of method packages).
+METHOD_PACKAGES = {
+    "condinst_d2": "add_condinst_config",
+    "blendmask_d2": "add_blendmask_config",
+    "solo_d2": "add_solo_config",
+    "masklab_d2": "add_masklab_config",
+    "semiconv_d2": "add_semiconv_config",
+    "sparseinst_d2": "add_sparseinst_config",
+    "transfiner_d2": "add_transfiner_config",
+    "dvis_d2": "add_dvis_config",
+}
 
 setup(
     name="instseg-d2",
     version="0.1.0",
     description="Eight instance segmentation methods on one Detectron2 platform",
     python_requires=">=3.9",
-    packages=find_packages(include=[p + "*" for p in METHOD_PACKAGES]),
+    packages=find_packages(include=["instseg_d2*"] + [p + "*" for p in METHOD_PACKAGES]),
+    entry_points={
+        "instseg_d2.methods": [f"{p[:-3]} = {p}:{fn}" for p, fn in METHOD_PACKAGES.items()]
+    },
     install_requires=[
         # torch, torchvision and detectron2 are prerequisites (README: "Prerequisites").
         "fvcore",

@@ -12,8 +12,9 @@ def fake_pkg(tmp_path, monkeypatch):
     def make(name, body):
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text(body)
+        registered = plugins.method_packages
         monkeypatch.setattr(
-            plugins, "METHOD_PACKAGES", plugins.METHOD_PACKAGES + ((name, "add_fake_config"),)
+            plugins, "method_packages", lambda: registered() + [(name, "add_fake_config")]
         )
         monkeypatch.delitem(plugins._loaded, name, raising=False)
         return name
@@ -23,6 +24,23 @@ def fake_pkg(tmp_path, monkeypatch):
     for name in [m for m in sys.modules if m.startswith("fake_")]:
         del sys.modules[name]
         plugins._loaded.pop(name, None)
+
+
+def test_every_method_package_is_registered():
+    """setup.py registers the eight method packages under the entry-point group; the core's
+    own models come first."""
+    packages = [pkg for pkg, _ in plugins.method_packages()]
+    assert packages[0] == "instseg_d2.modeling"
+    assert sorted(packages[1:]) == sorted(
+        ["condinst_d2", "blendmask_d2", "solo_d2", "masklab_d2", "semiconv_d2", "sparseinst_d2",
+         "transfiner_d2", "dvis_d2"]
+    )  # fmt: skip
+
+
+def test_no_registered_package_is_an_error(monkeypatch):
+    monkeypatch.setattr(plugins, "entry_points", lambda **kw: {} if not kw else [])
+    with pytest.raises(RuntimeError, match="instseg_d2.methods.*pip install -e"):
+        plugins.method_packages()
 
 
 def test_package_config_and_class_keys_applied(fake_pkg, tiny_shapes):
