@@ -61,6 +61,10 @@ class Trainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
+        # DefaultTrainer.__init__'s steps, in its order, with three parts it cannot take as
+        # arguments: DDP of a CPU model (its create_ddp_model passes device_ids, which CPU
+        # modules refuse), the CPU autocast loop (its AMPTrainer is CUDA fp16 only) and the
+        # project's checkpointer (reference-format conversion, class metadata).
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
