@@ -85,9 +85,7 @@ def test_compare_trains_every_seed_resumably_then_reports(
     ]
     assert tool.main(argv + datasets + ["--opts"] + opts) == 0
     for seed in (0, 1):
-        res = json.loads(
-            (root / "runs" / f"MaskRCNN_R_18_seed{seed}" / "result.json").read_text()
-        )
+        res = json.loads((root / "runs" / f"MaskRCNN_R_18_seed{seed}" / "result.json").read_text())
         assert res["iterations"] == 4 and [c["iteration"] for c in res["curve"]] == [2, 4]
         assert "segm_AP" in res and "boundary_AP" in res
     with open(report / "comparison.csv") as f:

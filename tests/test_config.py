@@ -54,7 +54,9 @@ def test_train_and_test_sets_must_share_classes(repo_root, tmp_path):
     register_coco_instances_checked(
         "foreign_cls", make_foreign_coco(str(tmp_path)), str(tmp_path / "images"), replace=True
     )
-    with pytest.raises(ClassCountError, match="'shapes_cmp_train' and 'foreign_cls' have different"):
+    with pytest.raises(
+        ClassCountError, match="'shapes_cmp_train' and 'foreign_cls' have different"
+    ):
         build_config(f"{repo_root}/{MASK_RCNN}", ["DATASETS.TEST", "('foreign_cls',)"])
 
 

@@ -166,7 +166,9 @@ def test_another_models_checkpoint_is_refused_naming_both(repo_root, tmp_path):
         match=r"condinst.pth' does not fit the model \(BlendMask\): it is a checkpoint of "
         r"AdelaiDet CondInst \(for a CondInst model\), and the model has no CondInst",
     ):
-        InstSegCheckpointer(_model(repo_root, "configs/BlendMask/BlendMask_R_50_1x.yaml")).load(str(cond))
+        InstSegCheckpointer(_model(repo_root, "configs/BlendMask/BlendMask_R_50_1x.yaml")).load(
+            str(cond)
+        )
 
 
 def test_fcos_checkpoint_initialises_condinst_detector(repo_root, tmp_path, checkpoint_log):
