@@ -19,6 +19,15 @@ multiply-add, every other op one per output element) and the totals over the ima
 with each stage's share: the label-map network (backbone + decoder), ``discretization``
 (mean-shift, connected components, filters) and ``verification`` (RoIAlign, the CNN, scoring).
 
+``ceiling``: the COCO AP of a perfect label map and a perfect verification, i.e. what the
+stride of the label map allows: every GT instance of the test set becomes its own label-map
+segment (``label_targets``: average-pooled over stride x stride cells, thresholded at 0.5,
+painted largest first), is upsampled to the image by the model's own post-processing and scored
+1 with its true class. No weights are read; the figure bounds every DVIS model of the config.
+
+    python -m dvis_d2.diagnostics ceiling --config-file configs/DVIS/shapes_DVIS_R_18.yaml \
+        [--dataset NAME] [--num-images N] [KEY VALUE ...]
+
 ``step-cost``: ``tools/step_cost.py`` (the CPU cost of a training step, side by side) with, on
 the DVIS configs, ``--extra-candidates N`` small rectangles added to each image's candidates,
 so that the verification head's cost is measured at a realistic (mid-training) candidate count
@@ -35,11 +44,13 @@ import argparse
 import contextlib
 import statistics
 import sys
+import tempfile
 from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.data import DatasetCatalog, build_detection_test_loader
+from detectron2.structures import Instances
 from torch.utils.hooks import RemovableHandle
 
 from instseg_d2.benchmark.step_cost_cli import (
@@ -47,12 +58,14 @@ from instseg_d2.benchmark.step_cost_cli import (
     parse_step_cost_args,
     run_step_costs,
 )
-from instseg_d2.data import InstanceDatasetMapper
-from instseg_d2.engine import build_config, load_model
+from instseg_d2.data import InstanceDatasetMapper, annotated_test_batches
+from instseg_d2.engine import build_coco_evaluator, build_config, load_model
+from instseg_d2.layers import instance_bitmasks
 from instseg_d2.utils.commands import run_command
 from instseg_d2.utils.profiling import OUTSIDE, count_stage_ops
 
 from .discretization import Candidates, Discretizer
+from .targets import label_targets
 
 CANDIDATES = "dvis/num_candidates"
 
@@ -163,6 +176,52 @@ def _print_ops(ops, num_images: int) -> None:
         print(f"  {label}: {ops[name] / num_images / 1e9:.4f} G ({100 * ops[name] / total:.2f} %)")
 
 
+# --------------------------------------------------------------------------------- ceiling
+def ceiling(argv: Sequence[str], prog: Optional[str] = None) -> dict:
+    """The ``ceiling`` command; returns the evaluator's results (``{"segm": {...}, ...}``)."""
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--dataset", default="", help="default: the config's first test set")
+    p.add_argument("--num-images", type=int, default=0, help="0: all")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = p.parse_args(argv)
+    opts = ["MODEL.WEIGHTS", ""] + list(args.opts)
+    if args.dataset:
+        opts += ["DATASETS.TEST", f"('{args.dataset}',)"]
+    cfg = build_config(args.config_file, opts)
+    cfg.freeze()
+    if cfg.MODEL.META_ARCHITECTURE != "DVIS":
+        sys.exit(f"{args.config_file}: MODEL.META_ARCHITECTURE is not DVIS")
+    model = load_model(cfg, "")  # its preprocessing and post-processing only
+    name = cfg.DATASETS.TEST[0]
+    num = args.num_images or len(DatasetCatalog.get(name))
+    with tempfile.TemporaryDirectory() as tmp:
+        evaluator = build_coco_evaluator(cfg, name, tmp)
+        evaluator.reset()
+        for (d,) in annotated_test_batches(cfg, name, num):
+            images = model.preprocess_image([d])
+            size = images.image_sizes[0]
+            t = label_targets(
+                [instance_bitmasks(d["instances"])], [size], tuple(images.tensor.shape[-2:]),
+                model.stride,
+            )  # fmt: skip
+            masks = t.masks[0]
+            keep = masks.flatten(1).any(1)  # instances left with no label-map cell: lost
+            inst = Instances(size, pred_masks=masks[keep], scores=torch.ones(int(keep.sum())))
+            inst.pred_classes = d["instances"].gt_classes[keep]
+            out = model.postprocess(inst, size, d["height"], d["width"])
+            evaluator.process([d], [{"instances": out}])
+        results = evaluator.evaluate()
+    print(f"{name}, {num} images, perfect label map at stride {model.stride}:")
+    for task in ("segm", "boundary", "bbox"):
+        if task in results:
+            print(f"  {task} AP {results[task]['AP']:.2f}, AP50 {results[task]['AP50']:.2f}, "
+                  f"AP75 {results[task]['AP75']:.2f}")  # fmt: skip
+    return results
+
+
 # -------------------------------------------------------------------------------- step cost
 def step_cost(argv: Sequence[str], prog: Optional[str] = None) -> list:
     """The ``step-cost`` command; returns ``(config file, StepCost)`` per config."""
@@ -188,7 +247,7 @@ def step_cost(argv: Sequence[str], prog: Optional[str] = None) -> list:
     return run_step_costs(args, hook_for, scalars=[CANDIDATES])
 
 
-COMMANDS = {"candidates": candidates, "step-cost": step_cost}
+COMMANDS = {"candidates": candidates, "ceiling": ceiling, "step-cost": step_cost}
 
 
 def main(argv: Optional[Sequence[str]] = None):
