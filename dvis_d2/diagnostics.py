@@ -28,6 +28,15 @@ painted largest first), is upsampled to the image by the model's own post-proces
     python -m dvis_d2.diagnostics ceiling --config-file configs/DVIS/shapes_DVIS_R_18.yaml \
         [--dataset NAME] [--num-images N] [KEY VALUE ...]
 
+``grad-norms``: which loss terms drive the shared features: for each weighted loss term, the
+L2 norm of its gradient with respect to the backbone + FPN parameters that train, averaged over
+``--num-batches`` training batches (the config's training loader and augmentation), for given
+weights (``init``: as a training starts, the config's ``MODEL.WEIGHTS`` and random heads), e.g.
+at the start and at the end of a training.
+
+    python -m dvis_d2.diagnostics grad-norms --config-file configs/DVIS/shapes_DVIS_R_18.yaml \
+        --weights output/dvis_shapes/model_final.pth [--num-batches 8] [KEY VALUE ...]
+
 ``step-cost``: ``tools/step_cost.py`` (the CPU cost of a training step, side by side) with, on
 the DVIS configs, ``--extra-candidates N`` small rectangles added to each image's candidates,
 so that the verification head's cost is measured at a realistic (mid-training) candidate count
@@ -222,6 +231,57 @@ def ceiling(argv: Sequence[str], prog: Optional[str] = None) -> dict:
     return results
 
 
+# ------------------------------------------------------------------------------ grad norms
+def grad_norms(argv: Sequence[str], prog: Optional[str] = None) -> Dict[str, float]:
+    """The ``grad-norms`` command; returns ``{loss term: mean gradient norm on the backbone}``."""
+    from detectron2.utils.env import seed_all_rng
+    from detectron2.utils.events import EventStorage
+
+    from instseg_d2.engine import InstSegCheckpointer, Trainer, checkpoint_meta
+
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("--config-file", required=True)
+    p.add_argument(
+        "--weights",
+        required=True,
+        help="a checkpoint; 'init': as a training starts (MODEL.WEIGHTS)",
+    )
+    p.add_argument("--num-batches", type=int, default=8)
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = p.parse_args(argv)
+    opts = list(args.opts) + ([] if args.weights == "init" else ["MODEL.WEIGHTS", args.weights])
+    cfg = build_config(args.config_file, opts)
+    cfg.freeze()
+    if cfg.MODEL.META_ARCHITECTURE != "DVIS":
+        sys.exit(f"{args.config_file}: MODEL.META_ARCHITECTURE is not DVIS")
+    seed_all_rng(cfg.SEED if cfg.SEED >= 0 else 0)  # the same heads and batches every time
+    if args.weights == "init":  # the pretrained backbone, if any, loaded as train_net.py does
+        model = Trainer.build_model(cfg)
+        InstSegCheckpointer(model, meta=checkpoint_meta(cfg)).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=False
+        )
+    else:
+        model = load_model(cfg, args.weights)
+    model.train()
+    shared = [q for q in model.backbone.parameters() if q.requires_grad]
+    sums: Dict[str, float] = defaultdict(float)
+    loader = iter(Trainer.build_train_loader(cfg))
+    with EventStorage(0):
+        for _ in range(args.num_batches):
+            losses = model(next(loader))
+            for name, loss in losses.items():
+                grads = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
+                sq = sum(float(g.pow(2).sum()) for g in grads if g is not None)
+                sums[name] += sq**0.5 / args.num_batches
+    print(f"gradient norm on the backbone + FPN ({len(shared)} tensors), "
+          f"mean of {args.num_batches} batches, weights {args.weights}:")  # fmt: skip
+    for name, value in sorted(sums.items(), key=lambda kv: -kv[1]):
+        print(f"  {name}: {value:.4g}")
+    return dict(sums)
+
+
 # -------------------------------------------------------------------------------- step cost
 def step_cost(argv: Sequence[str], prog: Optional[str] = None) -> list:
     """The ``step-cost`` command; returns ``(config file, StepCost)`` per config."""
@@ -247,7 +307,12 @@ def step_cost(argv: Sequence[str], prog: Optional[str] = None) -> list:
     return run_step_costs(args, hook_for, scalars=[CANDIDATES])
 
 
-COMMANDS = {"candidates": candidates, "ceiling": ceiling, "step-cost": step_cost}
+COMMANDS = {
+    "candidates": candidates,
+    "ceiling": ceiling,
+    "grad-norms": grad_norms,
+    "step-cost": step_cost,
+}
 
 
 def main(argv: Optional[Sequence[str]] = None):

@@ -215,3 +215,19 @@ def test_ceiling_of_a_perfect_label_map(tiny_shapes, repo_root, capsys):
     assert res["segm"]["AP50"] > 90 and 20 < res["segm"]["AP75"] < 100
     assert res["segm"]["AP"] < 90 and res["boundary"]["AP"] < res["segm"]["AP"]
     assert "perfect label map at stride 4" in capsys.readouterr().out
+
+
+def test_grad_norms_per_loss_term(tiny_shapes, repo_root, capsys):
+    """Every weighted term reaches the backbone; with the verifier's input detached, its two
+    losses do not."""
+    from instseg_d2.testing import TINY_OPTS
+
+    argv = ["grad-norms", "--config-file", f"{repo_root}/{CONFIG}", "--weights", "init",
+            "--num-batches", "1"] + TINY_OPTS  # fmt: skip
+    norms = main(argv)
+    assert set(norms) == {"loss_binary", "loss_pi", "loss_ms", "loss_quant", "loss_cls", "loss_iou"}
+    assert all(math.isfinite(v) and v > 0 for v in norms.values())
+    assert "gradient norm on the backbone + FPN" in capsys.readouterr().out
+    detached = main(argv + ["MODEL.DVIS.VERIFY.DETACH_FEATURES", "True"])
+    assert detached["loss_cls"] == 0 and detached["loss_iou"] == 0
+    assert detached["loss_binary"] == pytest.approx(norms["loss_binary"], rel=1e-4)
