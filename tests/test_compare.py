@@ -103,6 +103,12 @@ def test_compare_trains_every_seed_resumably_then_reports(
     stamp = (root / "runs" / "MaskRCNN_R_18_seed0" / "result.json").stat().st_mtime
     assert tool.main(argv + datasets + ["--no-bench", "--opts"] + opts) == 0
     assert (root / "runs" / "MaskRCNN_R_18_seed0" / "result.json").stat().st_mtime == stamp
+    # a report of runs that are not all finished says which are missing, and fails
+    partial = argv[:5] + ["2"] + argv[5:] + ["--report-only", "--no-bench"]
+    assert tool.main(partial + datasets + ["--opts"] + opts) == 1
+    md = (report / "comparison.md").read_text()
+    assert "Not finished (not in the table): MaskRCNN_R_18 seed 2." in md
+    assert "| MaskRCNN_R_18 | 0,1 | 4 |" in md
 
 
 def test_finished_runs_of_every_sweep_in_the_root_are_reported(tmp_path):

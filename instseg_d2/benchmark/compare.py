@@ -192,6 +192,8 @@ def main(args, configs: Sequence[str], model_name, repo_root: str, stress_opts, 
     others = [r for r in finished_runs(root, configs, args.seeds) if r.out_dir not in
               {x.out_dir for x in runs}]  # fmt: skip
     missing = [f"{r.model} seed {r.seed}" for r in runs if not r.done()]
+    if missing:  # a partial report says what it lacks
+        header += f"\nNot finished (not in the table): {', '.join(missing)}."
     runs = [r for r in runs if r.done()] + others
     for r in others:
         if r.model not in recipes:
