@@ -130,3 +130,13 @@ def test_finished_runs_of_every_sweep_in_the_root_are_reported(tmp_path):
     runs = finished_runs(str(root), ["configs/B/shapes_y.yaml", "configs/A/shapes_x.yaml"], [0, 1])
     assert [(r.model, r.seed) for r in runs] == [("B/y", 0), ("A/x", 0), ("A/x [v]", 1)]
     assert runs[0].opts == ["K", "V"] and runs[0].out_dir.endswith("B_y_seed0")
+
+
+def test_a_variant_row_names_the_options_it_changes():
+    from instseg_d2.benchmark.compare import variant_opts
+
+    base = ["MODEL.DEVICE", "cpu"]
+    run = ["MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", 4000, "SOLVER.STEPS", "(2800,3600)"]
+    assert variant_opts(run, base) == ["SOLVER.MAX_ITER", "4000", "SOLVER.STEPS", "(2800,3600)"]
+    assert variant_opts(["MODEL.DEVICE", "cuda"], base) == ["MODEL.DEVICE", "cuda"]
+    assert variant_opts(base, base) == []

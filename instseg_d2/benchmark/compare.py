@@ -41,6 +41,16 @@ def recipe(cfg) -> str:
     return text
 
 
+def variant_opts(run_opts: Sequence[str], base_opts: Sequence[str]) -> List[str]:
+    """The ``KEY VALUE`` pairs of a run's options that the base options do not set alike."""
+    base = dict(zip(base_opts[::2], map(str, base_opts[1::2])))
+    out: List[str] = []
+    for k, v in zip(run_opts[::2], run_opts[1::2]):
+        if base.get(k) != str(v):
+            out += [k, str(v)]
+    return out
+
+
 def _build_cfg(config: str, opts: Sequence[str], datasets: Sequence[str]):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -196,8 +206,11 @@ def main(args, configs: Sequence[str], model_name, repo_root: str, stress_opts, 
         header += f"\nNot finished (not in the table): {', '.join(missing)}."
     runs = [r for r in runs if r.done()] + others
     for r in others:
-        if r.model not in recipes:
-            recipes[r.model] = recipe(_build_cfg(r.config, r.opts, datasets))
+        if r.model not in recipes:  # a variant: its recipe and what it changes
+            changed = variant_opts(r.opts, opts)
+            recipes[r.model] = recipe(_build_cfg(r.config, r.opts, datasets)) + (
+                f"; {' '.join(changed)}" if changed else ""
+            )
     bench = {} if args.no_bench else bench_models(runs, root, device, datasets)
     grid = lambda path: draw_grid(runs, path, datasets, args.grid_images, device)  # noqa
     write_report(runs, report_dir, bench, recipes, header, with_grid=grid)
