@@ -140,3 +140,17 @@ def test_a_variant_row_names_the_options_it_changes():
     assert variant_opts(run, base) == ["SOLVER.MAX_ITER", "4000", "SOLVER.STEPS", "(2800,3600)"]
     assert variant_opts(["MODEL.DEVICE", "cuda"], base) == ["MODEL.DEVICE", "cuda"]
     assert variant_opts(base, base) == []
+
+
+def test_the_prediction_grid_shows_variants_only_of_configs_without_a_default_run(tmp_path):
+    from instseg_d2.benchmark.compare import grid_runs
+    from instseg_d2.benchmark.sweep import Run
+
+    runs = []
+    for model, config in [("A", "a.yaml"), ("A [v]", "a.yaml"), ("B [w]", "b.yaml")]:
+        out = tmp_path / model.replace(" ", "_")
+        out.mkdir()
+        (out / "result.json").write_text("{}")
+        runs.append(Run(model, config, 0, str(out)))
+    runs.append(Run("C", "c.yaml", 0, str(tmp_path / "unfinished")))
+    assert list(grid_runs(runs)) == ["A", "B [w]"]

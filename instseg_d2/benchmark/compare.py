@@ -104,6 +104,17 @@ def bench_models(runs: Sequence[Run], root: str, device: str, datasets) -> Dict:
     return bench
 
 
+def grid_runs(runs: Sequence[Run]) -> Dict[str, Run]:
+    """``{model: its first finished run}`` for the prediction grid: every model, but a variant
+    (``model [tag]``) only when its config has no default run among ``runs``."""
+    first: Dict[str, Run] = {}
+    for r in runs:
+        if r.done():
+            first.setdefault(r.model, r)
+    plain = {r.config for m, r in first.items() if not m.endswith("]")}
+    return {m: r for m, r in first.items() if not m.endswith("]") or r.config not in plain}
+
+
 def draw_grid(runs: Sequence[Run], path: str, datasets, n_images: int, device: str):
     """Ground truth and every model's predictions (its first finished run, score >= 0.5) on
     the first ``n_images`` images of the test set, drawn with detectron2's Visualizer."""
@@ -114,10 +125,7 @@ def draw_grid(runs: Sequence[Run], path: str, datasets, n_images: int, device: s
 
     from ..engine import load_model
 
-    first = {}
-    for r in runs:
-        if r.done():
-            first.setdefault(r.model, r)
+    first = grid_runs(runs)
     if not first:
         return False
     rows = []
