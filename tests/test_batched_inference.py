@@ -32,7 +32,11 @@ LOW_THRESHOLDS = {
     "SparseInst": ["TEST.DETECTIONS_PER_IMAGE", "20"],
     # two detections, tens of refined nodes each (untrained incoherence is 0.5-0.52)
     "Transfiner": ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "2",
-                   "MODEL.TRANSFINER.TEST_INCOHERENT_THRESH", "[0.515, 0.515, 0.9]"],
+                   "MODEL.TRANSFINER.TEST_INCOHERENT_THRESH", "[0.515, 0.515, 0.9]",
+                   # the three levels of the COCO configs (the shapes config has two)
+                   "MODEL.TRANSFINER.QUADTREE_DEPTH", "3",
+                   "MODEL.TRANSFINER.NODE_LEVEL_OFFSETS", "[1, 2, 3]",
+                   "MODEL.TRANSFINER.TRAIN_INCOHERENT_THRESH", "[0.125, 0.5, 0.5]"],
 }  # fmt: skip
 SAME_PADDING = ((96, 128), (70, 100))
 OTHER_PADDING = ((96, 128), (128, 80))

@@ -36,6 +36,9 @@ CASES = {
     "configs/Transfiner/shapes_Transfiner_R_18.yaml": [
         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.38", "MODEL.TRANSFINER.TEST_CHUNK_SIZE", "64",
         "MODEL.TRANSFINER.TEST_INCOHERENT_THRESH", "(0.509, 0.511, 0.512)",
+        # the three levels of the COCO configs (the shapes config has two)
+        "MODEL.TRANSFINER.QUADTREE_DEPTH", "3", "MODEL.TRANSFINER.NODE_LEVEL_OFFSETS", "[1, 2, 3]",
+        "MODEL.TRANSFINER.TRAIN_INCOHERENT_THRESH", "[0.125, 0.5, 0.5]",
     ],
     "configs/DVIS/shapes_DVIS_R_18.yaml": [
         "MODEL.DVIS.VERIFY.SCORE_THRESH", "0.0", "MODEL.DVIS.MEANSHIFT.FG_THRESH", "0.01",

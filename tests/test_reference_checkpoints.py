@@ -108,7 +108,7 @@ def detectron2_zoo(state):
 # few detections of the untrained models: the evaluation takes a second
 FEW = ["TEST.DETECTIONS_PER_IMAGE", "10"]
 FAST_TRANSFINER = ["TEST.DETECTIONS_PER_IMAGE", "2",
-                   "MODEL.TRANSFINER.TEST_INCOHERENT_THRESH", "[0.7, 0.7, 0.9]"]  # fmt: skip
+                   "MODEL.TRANSFINER.TEST_INCOHERENT_THRESH", "[0.7, 0.7]"]  # fmt: skip
 FAMILIES = {
     "FCOS": ("FCOS/shapes_FCOS_R_18.yaml", "fcos.pth", adelaidet_fcos, "AdelaiDet FCOS", []),
     "CondInst": ("CondInst/shapes_CondInst_R_18.yaml", "condinst.pth",

@@ -352,6 +352,17 @@ def test_grouped_refinement_equals_each_instance_alone():
     torch.testing.assert_close(blocked, grouped, atol=1e-5, rtol=1e-5)
 
 
+def test_refinement_of_no_instance():
+    """No instance to refine (an image without detections, or TEST_MAX_INSTANCES 0): empty
+    masks of the last level's size, no transformer call."""
+    probs, inc, roi, nf = _refiner_inputs(r=2)
+    refiner = _refiner(6, num_layers=1).eval()
+    hook = refiner.transformer.register_forward_hook(lambda *a: pytest.fail("transformer ran"))
+    out = refiner.inference(probs[:0], inc[:0], roi, torch.arange(0), nf)
+    hook.remove()
+    assert out.shape == (0, 32, 32)
+
+
 def test_refinement_only_changes_nodes():
     probs, inc, roi, nf = _refiner_inputs(r=2)
     inc.zero_()
@@ -399,8 +410,8 @@ def test_bad_config_names_the_key(tiny_shapes, repo_root):
     bad = ["INPUT.MASK_FORMAT", "polygon"]
     with pytest.raises(ValueError, match="INPUT.MASK_FORMAT 'bitmask', got 'polygon'"):
         build_model(build_tiny_cfg(cfg_file, "/tmp/unused", bad))
-    bad = ["MODEL.TRANSFINER.TEST_INCOHERENT_THRESH", "[0.1, 0.2]"]
-    with pytest.raises(ValueError, match="TEST_INCOHERENT_THRESH has 2 values"):
+    bad = ["MODEL.TRANSFINER.TEST_INCOHERENT_THRESH", "[0.1, 0.2, 0.3]"]  # depth 2
+    with pytest.raises(ValueError, match="TEST_INCOHERENT_THRESH has 3 values"):
         build_model(build_tiny_cfg(cfg_file, "/tmp/unused", bad))
 
 
@@ -426,15 +437,33 @@ def test_end_to_end_train_and_eval(tiny_shapes, tmp_path, repo_root):
     rows = nodes.main(argv + [str(out / "model_final.pth"), "--num-images", "1"] + TINY_OPTS + opts)
     seconds, detections, refined, per_instance = rows[0]
     assert seconds > 0 and 0 < refined <= 2 and refined <= detections <= 8
-    assert per_instance[0] == 28 * 28 and 0 <= per_instance[2] <= 112 * 112
+    assert len(per_instance) == 2  # the shapes config: levels 28 and 56
+    assert per_instance[0] == 28 * 28 and 0 <= per_instance[1] <= 56 * 56
 
     # the timing of the whole evaluation: every image, the evaluation's AP, the nodes
     weights = ["--weights", str(out / "model_final.pth"), "--num-images", "0"]
     res = timing.main(argv[:2] + weights + TINY_OPTS + opts)
     assert res["images"] == len(DatasetCatalog.get("shapes_tiny_val"))
-    assert res["segm"]["AP"] == pytest.approx(results["segm"]["AP"], nan_ok=True)
+    for task in ("segm", "bbox", "boundary"):
+        assert res[task]["AP75"] == pytest.approx(results[task]["AP75"], nan_ok=True)
     assert res["total_cpu_s"] > 0 and 0 < res["refined_per_image"] <= 2
     assert res["nodes_per_refined_instance"][0] == 28 * 28
+    # the refinement measured on the GT boxes: refined and coarse masks of every object
+    from instseg_d2.data import annotated_test_batches
+    from instseg_d2.engine import build_config, load_model
+
+    cfg = build_config(argv[1], TINY_OPTS + opts)
+    model = load_model(cfg, str(out / "model_final.pth"))
+    batches = annotated_test_batches(cfg, "shapes_tiny_val", 2)
+    on_gt = nodes.refinement_vs_coarse(model, batches)
+    assert on_gt["objects"] == sum(len(b[0]["instances"]) for b in batches) > 0
+    assert all(0 <= on_gt[k][0] <= 1 and 0 <= on_gt[k][1] <= 1 for k in ("refined", "coarse"))
+    assert on_gt["refined"] != on_gt["coarse"] and model.roi_heads.test_max_instances == 2
+    # without refinement: the same detections, the coarse masks
+    coarse = timing.main(argv[:2] + weights + TINY_OPTS + opts + [
+        "MODEL.TRANSFINER.TEST_MAX_INSTANCES", "0"])  # fmt: skip
+    assert coarse["refined_per_image"] == 0
+    assert coarse["bbox"]["AP"] == pytest.approx(res["bbox"]["AP"], nan_ok=True)
 
 
 def test_gt_incoherent_share_by_object_size():
@@ -448,3 +477,29 @@ def test_gt_incoherent_share_by_object_size():
     )
     assert sides.tolist() == [8.0, 64.0]
     assert shares[0] > 0.8 and 0.1 < shares[1] < 0.2
+
+
+def test_box_iou_and_absolute_error_hand_values():
+    probs = torch.tensor([[[0.9, 0.2], [0.6, 0.4]]])
+    gt = torch.tensor([[[True, False], [False, True]]])
+    iou, err = nodes._box_iou_l1(probs, gt)  # predicted (0,0), (1,0); GT (0,0), (1,1)
+    assert iou.item() == pytest.approx(1 / 3) and err.item() == pytest.approx(1.5 / 4)
+
+
+def test_resolution_ceiling_of_a_square_and_a_disk():
+    """A box-filling square survives any grid exactly; a large disk loses its outline on a
+    coarse grid and less on a finer one."""
+    from transfiner_d2.resolution import resolution_ceiling, roundtrip_ious
+
+    yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    masks = torch.zeros(2, 256, 256, dtype=torch.bool)
+    masks[0, 20:60, 30:90] = True  # 60 x 40 px
+    masks[1] = (yy - 128.5) ** 2 + (xx - 128.5) ** 2 < 100**2  # 200 px across
+    iou28, biou28, sides = roundtrip_ious(masks, 28)
+    iou112, biou112, _ = roundtrip_ious(masks, 112)
+    assert sides.tolist() == [60.0, 200.0]
+    assert iou28[0] == 1.0 and biou28[0] == 1.0 and iou112[0] == 1.0
+    assert 0.98 < iou28[1] < iou112[1] <= 1.0 and biou28[1] < biou112[1] <= 1.0
+    out = resolution_ceiling([masks], [28])[28]
+    assert out["all"][0] == 2 and out["48-inf"][0] == 2 and out["0-24"] == (0,)
+    assert out["all"][1] == pytest.approx((1.0 + iou28[1].item()) / 2)

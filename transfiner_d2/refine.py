@@ -256,6 +256,6 @@ class QuadtreeRefiner(nn.Module):
         for level, (nodes, values) in enumerate(zip(is_node, refined)):
             if level > 0:
                 masks = resize_probs(masks, sizes[level], align_corners=True)
-            flat = torch.where(nodes, values, masks.reshape(r, -1))
+            flat = torch.where(nodes, values, masks.flatten(1))
             masks = flat.view(r, sizes[level], sizes[level])
         return masks

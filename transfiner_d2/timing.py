@@ -81,8 +81,9 @@ def summary(rows: List[dict], total_wall: float, total_cpu: float, results: Opti
         "nodes_per_refined_instance": nodes_per_instance(rows),
     }
     if results:
-        out["segm"] = {k: results["segm"][k] for k in ("AP", "AP50", "AP75")}
-        out["bbox"] = {"AP": results["bbox"]["AP"]}
+        for task in ("segm", "bbox", "boundary"):
+            if task in results:
+                out[task] = {k: results[task][k] for k in ("AP", "AP50", "AP75")}
     return out
 
 
@@ -129,9 +130,10 @@ def main(argv=None) -> dict:
         f"instances refined per image, nodes per refined instance by level "
         f"{[round(n) for n in out['nodes_per_refined_instance']]}"
     )
-    if results:
-        print(f"segm AP {out['segm']['AP']:.2f}, AP50 {out['segm']['AP50']:.2f}, "
-              f"AP75 {out['segm']['AP75']:.2f}; bbox AP {out['bbox']['AP']:.2f}")  # fmt: skip
+    for task in ("segm", "bbox", "boundary"):
+        if task in out:
+            print(f"{task} AP {out[task]['AP']:.2f}, AP50 {out[task]['AP50']:.2f}, "
+                  f"AP75 {out[task]['AP75']:.2f}")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
             json.dump({**out, "per_image": rows}, f, indent=1)
