@@ -32,6 +32,7 @@ from detectron2.structures import Instances
 
 from instseg_d2.data import InstanceDatasetMapper, annotated_test_batches
 from instseg_d2.engine import build_config, load_model
+from instseg_d2.layers import mask_iou_matrix
 from transfiner_d2.targets import MaskTargets
 from transfiner_d2.timing import measure_images
 
@@ -80,10 +81,8 @@ def print_gt_incoherence(cfg, name: str, num_images: int, size: int) -> dict:
 
 def _box_iou_l1(probs: torch.Tensor, gt: torch.Tensor):
     """(N, S, S) probabilities and bool targets -> (N,) mask IoU at 0.5, (N,) mean |p - gt|."""
-    pred, gt = probs >= 0.5, gt.bool()
-    inter = (pred & gt).flatten(1).sum(1).float()
-    union = (pred | gt).flatten(1).sum(1).clamp(min=1).float()
-    return inter / union, (probs - gt.float()).abs().flatten(1).mean(1)
+    iou = mask_iou_matrix(probs >= 0.5, gt.bool()).diagonal()
+    return iou, (probs - gt.float()).abs().flatten(1).mean(1)
 
 
 @torch.no_grad()
@@ -96,21 +95,23 @@ def refinement_vs_coarse(model, batches) -> dict:
     heads = model.roi_heads
     cap, ious = heads.test_max_instances, {"refined": [], "coarse": []}
     errs = {k: [] for k in ious}
-    for batch in batches:
-        gt = batch[0]["instances"]
-        if not len(gt):
-            continue
-        features = model.backbone(model.preprocess_image(batch).tensor)
-        size = tuple(batch[0]["image"].shape[-2:])
-        for kind, max_inst in (("refined", len(gt)), ("coarse", 0)):
-            heads.test_max_instances = max_inst
-            det = Instances(size, pred_boxes=gt.gt_boxes, pred_classes=gt.gt_classes)
-            probs = heads.forward_with_given_boxes(features, [det])[0].pred_masks[:, 0]
-            target = gt.gt_masks.crop_and_resize(gt.gt_boxes.tensor, probs.shape[-1])
-            iou, err = _box_iou_l1(probs, target)
-            ious[kind].append(iou)
-            errs[kind].append(err)
-    heads.test_max_instances = cap
+    try:
+        for batch in batches:
+            gt = batch[0]["instances"]
+            if not len(gt):
+                continue
+            features = model.backbone(model.preprocess_image(batch).tensor)
+            size = tuple(batch[0]["image"].shape[-2:])
+            for kind, max_inst in (("refined", len(gt)), ("coarse", 0)):
+                heads.test_max_instances = max_inst
+                det = Instances(size, pred_boxes=gt.gt_boxes, pred_classes=gt.gt_classes)
+                probs = heads.forward_with_given_boxes(features, [det])[0].pred_masks[:, 0]
+                target = gt.gt_masks.crop_and_resize(gt.gt_boxes.tensor, probs.shape[-1])
+                iou, err = _box_iou_l1(probs, target)
+                ious[kind].append(iou)
+                errs[kind].append(err)
+    finally:
+        heads.test_max_instances = cap
     out = {k: (torch.cat(ious[k]).mean().item(), torch.cat(errs[k]).mean().item()) for k in ious}
     out["objects"] = len(torch.cat(ious["coarse"]))
     return out

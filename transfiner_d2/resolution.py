@@ -19,18 +19,14 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 from detectron2.layers import paste_masks_in_image
-from detectron2.structures import Boxes
+from detectron2.structures import BitMasks
 from torchvision.ops import roi_align
 
 from instseg_d2.data import annotated_test_batches
 from instseg_d2.engine import build_config
 from instseg_d2.engine.evaluation import mask_boundary
+from instseg_d2.layers import mask_iou_matrix
 from transfiner_d2.nodes import SIZE_BINS
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 def roundtrip_ious(masks: torch.Tensor, size: int, dilation_ratio: float = 0.02):
@@ -43,21 +39,18 @@ def roundtrip_ious(masks: torch.Tensor, size: int, dilation_ratio: float = 0.02)
     Returns:
         (N,) mask IoUs, (N,) boundary IoUs, (N,) longer box sides in pixels.
     """
-    ys, xs = [m.any(1).nonzero()[:, 0] for m in masks], [m.any(0).nonzero()[:, 0] for m in masks]
-    boxes = torch.tensor(
-        [[x.min(), y.min(), x.max() + 1, y.max() + 1] for x, y in zip(xs, ys)], dtype=torch.float32
-    )
-    rois = torch.cat([torch.arange(len(boxes), dtype=torch.float32)[:, None], boxes], 1)
+    boxes = BitMasks(masks).get_bounding_boxes()
+    rois = torch.cat([torch.arange(len(boxes), dtype=torch.float32)[:, None], boxes.tensor], 1)
     crops = roi_align(masks[:, None].float(), rois, size, 1.0, 0, aligned=True)[:, 0]
-    pasted = paste_masks_in_image(crops, Boxes(boxes), masks.shape[-2:], threshold=0.5)
-    mask_iou, boundary_iou = [], []
-    for gt, pred in zip(masks.numpy(), pasted.numpy()):
-        mask_iou.append(_iou(gt, pred))
-        boundary_iou.append(
-            _iou(mask_boundary(gt, dilation_ratio), mask_boundary(pred, dilation_ratio))
-        )
-    sides = (boxes[:, 2:] - boxes[:, :2]).max(1).values
-    return torch.tensor(mask_iou), torch.tensor(boundary_iou), sides
+    pasted = paste_masks_in_image(crops, boxes, masks.shape[-2:], threshold=0.5)
+
+    def boundaries(m: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.stack([mask_boundary(x, dilation_ratio) for x in m.numpy()]))
+
+    mask_iou = mask_iou_matrix(masks, pasted).diagonal()
+    boundary_iou = mask_iou_matrix(boundaries(masks), boundaries(pasted)).diagonal()
+    sides = (boxes.tensor[:, 2:] - boxes.tensor[:, :2]).max(1).values
+    return mask_iou, boundary_iou, sides
 
 
 def resolution_ceiling(masks: List[torch.Tensor], sizes: Sequence[int]) -> Dict[int, dict]:

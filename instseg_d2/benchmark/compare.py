@@ -75,16 +75,21 @@ def _ensure_pretrained(cfgs) -> None:
         print(f"[compare] pretrained backbone {w}: {PathManager.get_local_path(w)}", flush=True)
 
 
+def first_finished(runs: Sequence[Run]) -> Dict[str, Run]:
+    """``{model: its first finished run}``, in the order of ``runs``."""
+    first: Dict[str, Run] = {}
+    for r in runs:
+        if r.done():
+            first.setdefault(r.model, r)
+    return first
+
+
 def bench_models(runs: Sequence[Run], root: str, device: str, datasets) -> Dict:
     """Params, GFLOPs, CPU / wall ms per image and peak memory of each model (its first
     finished run's weights), measured one model at a time; cached in ``<root>/bench``."""
     bench = {}
     os.makedirs(os.path.join(root, "bench"), exist_ok=True)
-    first = {}
-    for r in runs:
-        if r.done():
-            first.setdefault(r.model, r)
-    for model, run in first.items():
+    for model, run in first_finished(runs).items():
         path = os.path.join(root, "bench", _dir_name(model) + ".json")
         if os.path.isfile(path):
             with open(path) as f:
@@ -105,12 +110,9 @@ def bench_models(runs: Sequence[Run], root: str, device: str, datasets) -> Dict:
 
 
 def grid_runs(runs: Sequence[Run]) -> Dict[str, Run]:
-    """``{model: its first finished run}`` for the prediction grid: every model, but a variant
+    """:func:`first_finished` for the prediction grid: every model, but a variant
     (``model [tag]``) only when its config has no default run among ``runs``."""
-    first: Dict[str, Run] = {}
-    for r in runs:
-        if r.done():
-            first.setdefault(r.model, r)
+    first = first_finished(runs)
     plain = {r.config for m, r in first.items() if not m.endswith("]")}
     return {m: r for m, r in first.items() if not m.endswith("]") or r.config not in plain}
 
