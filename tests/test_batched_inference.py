@@ -15,7 +15,7 @@ import torch
 
 from instseg_d2.engine import Trainer, build_config
 from instseg_d2.testing import TINY_OPTS
-from shapes_configs import CONFIGS, SHAPES_CONFIGS
+from shapes_configs import CONFIGS, SHAPES_CONFIGS, TRANSFINER_THREE_LEVELS
 
 FCOS_LOW = ["MODEL.FCOS.INFERENCE_TH_TEST", "0.0"]
 RCNN_LOW = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "5"]
@@ -33,10 +33,7 @@ LOW_THRESHOLDS = {
     # two detections, tens of refined nodes each (untrained incoherence is 0.5-0.52)
     "Transfiner": ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "2",
                    "MODEL.TRANSFINER.TEST_INCOHERENT_THRESH", "[0.515, 0.515, 0.9]",
-                   # the three levels of the COCO configs (the shapes config has two)
-                   "MODEL.TRANSFINER.QUADTREE_DEPTH", "3",
-                   "MODEL.TRANSFINER.NODE_LEVEL_OFFSETS", "[1, 2, 3]",
-                   "MODEL.TRANSFINER.TRAIN_INCOHERENT_THRESH", "[0.125, 0.5, 0.5]"],
+                   *TRANSFINER_THREE_LEVELS],
 }  # fmt: skip
 SAME_PADDING = ((96, 128), (70, 100))
 OTHER_PADDING = ((96, 128), (128, 80))

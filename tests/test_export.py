@@ -16,6 +16,7 @@ from instseg_d2.export import (
     onnx_runner,
     trace,
 )
+from shapes_configs import TRANSFINER_THREE_LEVELS
 
 # Untrained models (seed 0) score almost every candidate alike; these test thresholds keep some
 # detections, a different number on each image and below every cap, so that the exported
@@ -36,9 +37,7 @@ CASES = {
     "configs/Transfiner/shapes_Transfiner_R_18.yaml": [
         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.38", "MODEL.TRANSFINER.TEST_CHUNK_SIZE", "64",
         "MODEL.TRANSFINER.TEST_INCOHERENT_THRESH", "(0.509, 0.511, 0.512)",
-        # the three levels of the COCO configs (the shapes config has two)
-        "MODEL.TRANSFINER.QUADTREE_DEPTH", "3", "MODEL.TRANSFINER.NODE_LEVEL_OFFSETS", "[1, 2, 3]",
-        "MODEL.TRANSFINER.TRAIN_INCOHERENT_THRESH", "[0.125, 0.5, 0.5]",
+        *TRANSFINER_THREE_LEVELS,
     ],
     "configs/DVIS/shapes_DVIS_R_18.yaml": [
         "MODEL.DVIS.VERIFY.SCORE_THRESH", "0.0", "MODEL.DVIS.MEANSHIFT.FG_THRESH", "0.01",

@@ -503,3 +503,14 @@ def test_resolution_ceiling_of_a_square_and_a_disk():
     out = resolution_ceiling([masks], [28])[28]
     assert out["all"][0] == 2 and out["48-inf"][0] == 2 and out["0-24"] == (0,)
     assert out["all"][1] == pytest.approx((1.0 + iou28[1].item()) / 2)
+
+
+def test_means_by_box_side_hand_values():
+    from transfiner_d2.nodes import means_by_box_side
+
+    sides = torch.tensor([10.0, 60.0, 70.0])
+    out = means_by_box_side(sides, torch.tensor([1.0, 3.0, 5.0]), torch.tensor([0.0, 1.0, 0.0]))
+    assert out["all"][:2] == (3, 3.0) and out["all"][2] == pytest.approx(1.0 / 3)
+    assert out["0-24"] == (1, 1.0, 0.0)
+    assert out["24-48"] == (0,)
+    assert out["48-inf"] == (2, 4.0, 0.5)

@@ -25,6 +25,7 @@ probabilities and mean mask IoU at 0.5, over all objects.
 import argparse
 import itertools
 import statistics
+from typing import Dict
 
 import torch
 from detectron2.data import build_detection_test_loader
@@ -58,6 +59,21 @@ def gt_incoherent_share(targets, size: int, downsample: int, eps: float, thresh:
     return torch.cat(shares), torch.cat(sides)
 
 
+def means_by_box_side(sides: torch.Tensor, *values: torch.Tensor) -> Dict[str, tuple]:
+    """Mean of each of ``values`` (N,) over all objects and per ``SIZE_BINS`` of ``sides`` (N,).
+
+    Returns:
+        {"all" or "lo-hi": (objects, mean of values[0], mean of values[1], ...)}; a bin without
+        objects is ``(0,)``.
+    """
+    out = {"all": (len(sides), *(v.mean().item() for v in values))}
+    for lo, hi in SIZE_BINS:
+        sel = (sides >= lo) & (sides < hi)
+        n = int(sel.sum())
+        out[f"{lo}-{hi}"] = (n, *(v[sel].mean().item() for v in values)) if n else (0,)
+    return out
+
+
 def print_gt_incoherence(cfg, name: str, num_images: int, size: int) -> dict:
     """The ground truth's incoherent share at ``size``, overall and per ``SIZE_BINS``."""
     batches = annotated_test_batches(cfg, name, num_images)
@@ -66,16 +82,10 @@ def print_gt_incoherence(cfg, name: str, num_images: int, size: int) -> dict:
     shares, sides = gt_incoherent_share(
         targets, size, tc.INCOHERENT_GT_DOWNSAMPLE, tc.INCOHERENT_GT_EPS, tc.INCOHERENT_ROI_THRESH
     )
-    out = {"all": (len(shares), shares.mean().item())}
-    for lo, hi in SIZE_BINS:
-        sel = (sides >= lo) & (sides < hi)
-        out[f"{lo}-{hi}"] = (
-            int(sel.sum()),
-            shares[sel].mean().item() if sel.any() else float("nan"),
-        )
+    out = means_by_box_side(sides, shares)
     print(f"ground truth, {len(shares)} objects: {out['all'][1]:.3f} of the {size}x{size} cells "
           "incoherent; by box side (px): "
-          + ", ".join(f"{k}: {v[1]:.3f} ({v[0]})" for k, v in out.items() if k != "all"))  # fmt: skip
+          + ", ".join(f"{k}: {v[1]:.3f} ({v[0]})" for k, v in out.items() if k != "all" and v[0]))  # fmt: skip
     return out
 
 

@@ -26,7 +26,7 @@ from instseg_d2.data import annotated_test_batches
 from instseg_d2.engine import build_config
 from instseg_d2.engine.evaluation import mask_boundary
 from instseg_d2.layers import mask_iou_matrix
-from transfiner_d2.nodes import SIZE_BINS
+from transfiner_d2.nodes import means_by_box_side
 
 
 def roundtrip_ious(masks: torch.Tensor, size: int, dilation_ratio: float = 0.02):
@@ -66,12 +66,7 @@ def resolution_ceiling(masks: List[torch.Tensor], sizes: Sequence[int]) -> Dict[
     for size in sizes:
         rows = [roundtrip_ious(m, size) for m in masks if len(m)]
         iou, biou, sides = (torch.cat(col) for col in zip(*rows))
-        res = {"all": (len(iou), iou.mean().item(), biou.mean().item())}
-        for lo, hi in SIZE_BINS:
-            sel = (sides >= lo) & (sides < hi)
-            n = int(sel.sum())
-            res[f"{lo}-{hi}"] = (n, iou[sel].mean().item(), biou[sel].mean().item()) if n else (0,)
-        out[size] = res
+        out[size] = means_by_box_side(sides, iou, biou)
     return out
 
 

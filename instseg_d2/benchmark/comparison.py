@@ -8,6 +8,8 @@ import statistics
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
+from instseg_d2.benchmark.report import scatter_plot
+
 PER_RUN = ["segm_AP", "segm_AP50", "segm_AP75", "segm_APs", "segm_APm", "segm_APl", "box_AP",
            "boundary_AP"]  # fmt: skip
 PER_MODEL = ["params_M", "gflops", "cpu_ms", "e2e_ms", "peak_mem_MB"]
@@ -126,11 +128,6 @@ def plot_curves(results: Sequence[dict], path: str, title: str = "") -> bool:
 def plot_ap_vs_latency(results: Sequence[dict], bench: Dict[str, dict], path: str,
                        title: str = "") -> bool:  # fmt: skip
     """Mean segm AP (box AP for detectors; bars: range over seeds) against CPU ms / image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     pts = []
     for model, runs in by_model(results).items():
         s = summarize([r.get("segm_AP") for r in runs]) or summarize(
@@ -138,21 +135,15 @@ def plot_ap_vs_latency(results: Sequence[dict], bench: Dict[str, dict], path: st
         )
         x = _num(bench.get(model, {}).get("cpu_ms"))
         if s is not None and x is not None:
-            pts.append((x, s, model))
-    if not pts:
-        return False
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    for x, (mean, lo, hi), model in pts:
-        ax.errorbar([x], [mean], yerr=[[mean - lo], [hi - mean]], fmt="o", capsize=3)
-        ax.annotate(model, (x, mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xlabel("CPU time per image (ms, 1 thread, end to end)")
-    ax.set_ylabel("COCO segm AP (box AP for detectors)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+            pts.append((x, s[0], model, (s[1], s[2])))
+    return scatter_plot(
+        pts,
+        path,
+        "CPU time per image (ms, 1 thread, end to end)",
+        "COCO segm AP (box AP for detectors)",
+        title,
+        figsize=(8, 5.5),
+    )
 
 
 def prediction_grid(rows: Sequence[tuple], path: str, cell: int = 192) -> None:

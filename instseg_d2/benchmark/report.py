@@ -69,30 +69,43 @@ def write_csv(rows: List[dict], path: str) -> None:
             w.writerow(["" if _get(r, k) is None else _get(r, k) for _, k in cols])
 
 
-def write_plot(rows: List[dict], path: str, title: str) -> bool:
-    """AP (segm, else box) against end-to-end latency; False if no row has both."""
+def scatter_plot(points: List[tuple], path: str, xlabel: str, ylabel: str, title: str,
+                 figsize=(7, 5)) -> bool:  # fmt: skip
+    """Write a labelled scatter plot of ``points``: ``(x, y, label)`` or ``(x, y, label, (lo,
+    hi))`` with a vertical bar from lo to hi. False (nothing written) if there is no point."""
+    if not points:
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = []
-    for r in rows:
-        ap = _get(r, "segm.AP")
-        ap = _get(r, "bbox.AP") if ap is None else ap
-        if ap is not None and r.get("e2e_ms") is not None:
-            pts.append((r["e2e_ms"], ap, r["name"]))
-    if not pts:
-        return False
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for x, y, name in pts:
-        ax.scatter([x], [y])
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("end-to-end latency (ms / image)")
-    ax.set_ylabel("COCO AP (segm; box where no masks)")
+    fig, ax = plt.subplots(figsize=figsize)
+    for x, y, label, *bar in points:
+        if bar:
+            lo, hi = bar[0]
+            ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt="o", capsize=3)
+        else:
+            ax.scatter([x], [y])
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def write_plot(rows: List[dict], path: str, title: str) -> bool:
+    """AP (segm, else box) against end-to-end latency; False if no row has both."""
+    pts = []
+    for r in rows:
+        ap = _get(r, "segm.AP")
+        ap = _get(r, "bbox.AP") if ap is None else ap
+        if ap is not None and r.get("e2e_ms") is not None:
+            pts.append((r["e2e_ms"], ap, r["name"]))
+    return scatter_plot(
+        pts, path, "end-to-end latency (ms / image)", "COCO AP (segm; box where no masks)", title
+    )
