@@ -7,7 +7,7 @@ import os
 from detectron2.data import MetadataCatalog
 
 from instseg_d2.benchmark.comparison import markdown, summarize
-from instseg_d2.benchmark.sweep import Run, eval_curve, run_result
+from instseg_d2.benchmark.sweep import Run, ap_summary, eval_curve, run_result
 from instseg_d2.testing import TINY_OPTS
 
 MASK_RCNN = "configs/MaskRCNN/shapes_MaskRCNN_R_18.yaml"
@@ -154,3 +154,9 @@ def test_the_prediction_grid_shows_variants_only_of_configs_without_a_default_ru
         runs.append(Run(model, config, 0, str(out)))
     runs.append(Run("C", "c.yaml", 0, str(tmp_path / "unfinished")))
     assert list(grid_runs(runs)) == ["A", "B [w]"]
+
+
+def test_ap_summary_names_what_a_run_scored():
+    assert ap_summary({"segm_AP": 63.256, "box_AP": 58.2}) == "segm AP 63.26, box AP 58.20"
+    assert ap_summary({"segm_AP": None, "box_AP": 41.52}) == "box AP 41.52"
+    assert ap_summary({"segm_AP": float("nan")}).startswith("WARNING: no AP")

@@ -8,6 +8,7 @@ periodic evaluations (``TEST.EVAL_PERIOD``) logged to detectron2's ``metrics.jso
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -143,12 +144,22 @@ def run_sweep(
                 print(f"[sweep] FAILED {run.model} seed {run.seed}: {result['error']}", flush=True)
             else:
                 _write_json(run.result_path, result)
-                print(f"[sweep] done {run.model} seed {run.seed}: segm AP "
-                      f"{result.get('segm_AP', float('nan')):.2f}", flush=True)  # fmt: skip
+                print(f"[sweep] done {run.model} seed {run.seed}: {ap_summary(result)}", flush=True)
             finished[run.out_dir] = result
             if on_done:
                 on_done(run, result)
     return finished
+
+
+def ap_summary(result: dict) -> str:
+    """The final APs of a run's result, e.g. "segm AP 63.26, box AP 58.23" ("box AP 41.52" for a
+    detector), or a warning that it has none."""
+    parts = [
+        f"{name} {result[key]:.2f}"
+        for key, name in (("segm_AP", "segm AP"), ("box_AP", "box AP"))
+        if isinstance(result.get(key), (int, float)) and math.isfinite(result[key])
+    ]
+    return ", ".join(parts) or "WARNING: no AP in its metrics (did an evaluation run?)"
 
 
 def finished_runs(root: str, configs: Sequence[str], seeds: Sequence[int]) -> List[Run]:
