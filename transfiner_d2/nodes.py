@@ -83,9 +83,9 @@ def print_gt_incoherence(cfg, name: str, num_images: int, size: int) -> dict:
         targets, size, tc.INCOHERENT_GT_DOWNSAMPLE, tc.INCOHERENT_GT_EPS, tc.INCOHERENT_ROI_THRESH
     )
     out = means_by_box_side(sides, shares)
+    bins = [f"{k}: {v[1]:.3f} ({v[0]})" for k, v in out.items() if k != "all" and v[0]]
     print(f"ground truth, {len(shares)} objects: {out['all'][1]:.3f} of the {size}x{size} cells "
-          "incoherent; by box side (px): "
-          + ", ".join(f"{k}: {v[1]:.3f} ({v[0]})" for k, v in out.items() if k != "all" and v[0]))  # fmt: skip
+          "incoherent; by box side (px): " + ", ".join(bins))  # fmt: skip
     return out
 
 

@@ -1,6 +1,7 @@
 """How fine a box-relative mask grid must be for a dataset: the ceiling of every quadtree level.
 
-    python -m transfiner_d2.resolution --config-file configs/Transfiner/shapes_Transfiner_R_18.yaml \\
+    python -m transfiner_d2.resolution \\
+        --config-file configs/Transfiner/shapes_Transfiner_R_18.yaml \\
         [--num-images 200] [--sizes 28 56 112] [KEY VALUE ...]
 
 Every ground-truth object of the first images of the config's test set (the test-time resize)
