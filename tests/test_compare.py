@@ -160,3 +160,30 @@ def test_ap_summary_names_what_a_run_scored():
     assert ap_summary({"segm_AP": 63.256, "box_AP": 58.2}) == "segm AP 63.26, box AP 58.20"
     assert ap_summary({"segm_AP": None, "box_AP": 41.52}) == "box AP 41.52"
     assert ap_summary({"segm_AP": float("nan")}).startswith("WARNING: no AP")
+
+
+def test_machine_time_sums_every_sitting_of_a_run_from_its_log(tmp_path):
+    from instseg_d2.benchmark.comparison import machine_time
+    from instseg_d2.benchmark.sweep import load_results, logged_seconds
+
+    log = [
+        "[12/31 23:50:00] detectron2 INFO: Rank of current process: 0. World size: 1",
+        "  an untimed line of the environment table",
+        "[12/31 23:59:00] d2.utils.events INFO:  eta: 0:10:00  iter: 19",  # killed after this
+        "[12/31 23:59:30] detectron2 INFO: Rank of current process: 0. World size: 1",
+        "[01/01 00:20:30] d2.engine.hooks INFO: Total training time: 0:21:00",  # a new year
+    ]  # fmt: skip
+    run = Run("A", "a.yaml", 0, str(tmp_path / "a"))
+    os.makedirs(run.out_dir)
+    (tmp_path / "a" / "log.txt").write_text("\n".join(log) + "\n")
+    (tmp_path / "a" / "result.json").write_text('{"model": "A", "seed": 0}')
+    assert logged_seconds(run.out_dir) == 9 * 60 + 21 * 60  # the 30 s between sittings: idle
+    assert logged_seconds(str(tmp_path / "no_log")) is None
+    assert load_results([run])[0]["run_min"] == 30.0
+    results = [{"model": "A", "run_min": 30.0}, {"model": "B", "run_min": 90.0},
+               {"model": "A [v]", "run_min": 60.0}, {"model": "C", "run_min": None}]  # fmt: skip
+    assert machine_time(results) == (
+        "Machine time (training and evaluations, every sitting, from the runs' logs): 2.0 h "
+        "for the 3 default runs, one core each (1.0 h at 2 runs at a time); 1.0 h for the 1 "
+        "variant runs; 1 runs without a log not counted."
+    )

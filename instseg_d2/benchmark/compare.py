@@ -7,6 +7,7 @@ from typing import Dict, List, Sequence
 
 from .comparison import (
     csv_rows,
+    machine_time,
     markdown,
     plot_ap_vs_latency,
     plot_curves,
@@ -156,12 +157,19 @@ def draw_grid(runs: Sequence[Run], path: str, datasets, n_images: int, device: s
     return True
 
 
-def write_report(runs, report_dir, bench, recipes, header, with_grid=None) -> None:
+def write_report(runs, report_dir, bench, recipes, header, with_grid=None, jobs=2) -> None:
     os.makedirs(report_dir, exist_ok=True)
     results = load_results(runs)
     rows = csv_rows(results, bench)
     write_csv(rows, os.path.join(report_dir, "comparison.csv"))
-    text = header + "\n\n" + markdown(results, bench, recipes) + "\n"
+    text = (
+        header
+        + "\n"
+        + machine_time(results, jobs)
+        + "\n\n"
+        + markdown(results, bench, recipes)
+        + "\n"
+    )
     with open(os.path.join(report_dir, "comparison.md"), "w") as f:
         f.write(text)
     plot_curves(results, os.path.join(report_dir, "curves.png"))
@@ -204,7 +212,7 @@ def main(args, configs: Sequence[str], model_name, repo_root: str, stress_opts, 
         _ensure_pretrained(cfgs.values())
 
         def on_done(run, result):
-            write_report(runs, report_dir, {}, recipes, header)
+            write_report(runs, report_dir, {}, recipes, header, jobs=jobs)
 
         run_sweep(runs, repo_root, jobs=jobs, threads=threads, datasets=datasets, on_done=on_done)
     # the report: these runs and every other finished run of these configs and seeds in the
@@ -223,7 +231,7 @@ def main(args, configs: Sequence[str], model_name, repo_root: str, stress_opts, 
             )
     bench = {} if args.no_bench else bench_models(runs, root, device, datasets)
     grid = lambda path: draw_grid(runs, path, datasets, args.grid_images, device)  # noqa
-    write_report(runs, report_dir, bench, recipes, header, with_grid=grid)
+    write_report(runs, report_dir, bench, recipes, header, with_grid=grid, jobs=jobs)
     print(f"[compare] report: {report_dir}/comparison.md", flush=True)
     if missing:
         print(f"[compare] not finished: {', '.join(missing)}", flush=True)

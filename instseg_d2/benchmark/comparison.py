@@ -14,7 +14,7 @@ PER_RUN = ["segm_AP", "segm_AP50", "segm_AP75", "segm_APs", "segm_APm", "segm_AP
            "boundary_AP"]  # fmt: skip
 PER_MODEL = ["params_M", "gflops", "cpu_ms", "e2e_ms", "peak_mem_MB"]
 CSV_COLUMNS = (["model", "config", "seed", "iterations"] + PER_RUN
-               + ["plateau_delta", "train_s_per_iter"] + PER_MODEL)  # fmt: skip
+               + ["plateau_delta", "train_s_per_iter", "run_min"] + PER_MODEL)  # fmt: skip
 HEADERS = {
     "segm_AP": "segm AP", "segm_AP50": "AP50", "segm_AP75": "AP75", "segm_APs": "APs",
     "segm_APm": "APm", "segm_APl": "APl", "box_AP": "box AP", "boundary_AP": "boundary AP",
@@ -90,6 +90,27 @@ def markdown(results: Sequence[dict], bench: Dict[str, dict], recipes: Dict[str,
         cells.append(recipes.get(model, ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def machine_time(results: Sequence[dict], jobs: int = 2) -> str:
+    """One line: the summed ``run_min`` (training + evaluations, every sitting) of the default
+    runs and of the variants (``model [tag]``), in hours of one core and of the machine with
+    ``jobs`` runs at a time."""
+
+    def hours(rs):
+        return sum(_num(r.get("run_min")) or 0.0 for r in rs) / 60
+
+    default = [r for r in results if not r["model"].endswith("]")]
+    variants = [r for r in results if r["model"].endswith("]")]
+    text = (f"Machine time (training and evaluations, every sitting, from the runs' logs): "
+            f"{hours(default):.1f} h for the {len(default)} default runs, one core each "
+            f"({hours(default) / jobs:.1f} h at {jobs} runs at a time)")  # fmt: skip
+    if variants:
+        text += f"; {hours(variants):.1f} h for the {len(variants)} variant runs"
+    unlogged = [r for r in results if _num(r.get("run_min")) is None]
+    if unlogged:
+        text += f"; {len(unlogged)} runs without a log not counted"
+    return text + "."
 
 
 def plot_curves(results: Sequence[dict], path: str, title: str = "") -> bool:

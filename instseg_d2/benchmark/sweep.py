@@ -10,10 +10,12 @@ periodic evaluations (``TEST.EVAL_PERIOD``) logged to detectron2's ``metrics.jso
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Callable, Dict, List, Optional, Sequence
 
 TASKS = {"segm": "segm", "bbox": "box", "boundary": "boundary"}
@@ -67,6 +69,38 @@ def eval_curve(rows: List[dict]) -> List[dict]:
         if metrics:
             by_iter.setdefault(min(r["iteration"] + 1, trained), {}).update(metrics)
     return [{"iteration": i, **by_iter[i]} for i in sorted(by_iter)]
+
+
+_STAMP = re.compile(r"^\[(\d\d/\d\d \d\d:\d\d:\d\d)\] ")
+_SITTING_START = "Rank of current process:"  # detectron2's first log line of each start
+
+
+def logged_seconds(out_dir: str) -> Optional[float]:
+    """Seconds a run spent training and evaluating, summed over its sittings: per start of
+    ``train_net.py`` (a ``Rank of current process:`` line of detectron2's ``log.txt``), the time
+    from that line to the last time-stamped line before the next start. A sitting killed
+    between two log lines loses the time since its last line (at most ``PERIOD`` iterations).
+    None when the run has no log."""
+    path = os.path.join(out_dir, "log.txt")
+    if not os.path.isfile(path):
+        return None
+    total, first, last = 0.0, None, None
+    year = 2000  # the log has no year: a stamp earlier than the previous one is a new year
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = _STAMP.match(line)
+            if not m:
+                continue
+            t = datetime.strptime(f"{year}/{m.group(1)}", "%Y/%m/%d %H:%M:%S")
+            if last is not None and t < last - timedelta(days=1):
+                year += 1
+                t = t.replace(year=year)
+            if _SITTING_START in line or first is None:
+                if first is not None:
+                    total += (last - first).total_seconds()
+                first = t
+            last = t
+    return total + (last - first).total_seconds() if first is not None else None
 
 
 def run_result(run: Run, seconds: Optional[float] = None) -> dict:
@@ -183,12 +217,16 @@ def finished_runs(root: str, configs: Sequence[str], seeds: Sequence[int]) -> Li
 
 
 def load_results(runs: Sequence[Run]) -> List[dict]:
-    """The ``result.json`` of every finished run, in the order of ``runs``."""
+    """The ``result.json`` of every finished run, in the order of ``runs``, with ``run_min``:
+    the minutes it trained and evaluated (:func:`logged_seconds`, all sittings)."""
     out = []
     for r in runs:
         if r.done():
             with open(r.result_path) as f:
-                out.append(json.load(f))
+                res = json.load(f)
+            seconds = logged_seconds(r.out_dir)
+            res["run_min"] = None if seconds is None else seconds / 60
+            out.append(res)
     return out
 
 
