@@ -187,3 +187,23 @@ def test_machine_time_sums_every_sitting_of_a_run_from_its_log(tmp_path):
         "for the 3 default runs, one core each (1.0 h at 2 runs at a time); 1.0 h for the 1 "
         "variant runs; 1 runs without a log not counted."
     )
+
+
+def test_the_sweep_starts_unmeasured_configs_first_then_the_longest(tmp_path):
+    from instseg_d2.benchmark.sweep import next_run
+
+    def run(config, seed, minutes=None):
+        r = Run(config, config, seed, str(tmp_path / f"{config}{seed}"))
+        if minutes is not None:  # finished, its log spanning that many minutes
+            os.makedirs(r.out_dir)
+            stamps = ["[12/07 10:00:00] detectron2 INFO: Rank of current process: 0.",
+                      f"[12/07 1{minutes // 60}:{minutes % 60:02d}:00] done"]  # fmt: skip
+            (tmp_path / f"{config}{seed}" / "log.txt").write_text("\n".join(stamps) + "\n")
+            (tmp_path / f"{config}{seed}" / "result.json").write_text("{}")
+        return r
+
+    done = [run("a", 0, 20), run("b", 0, 90), run("c", 0, 45)]
+    todo = [run("a", 1), run("b", 1), run("c", 1)]
+    assert next_run(todo, done + todo) == 1  # b took longest
+    assert next_run([todo[0], todo[2]], done + todo) == 1  # then c
+    assert next_run(todo + [run("d", 0)], done + todo) == 3  # d: never measured, first

@@ -214,7 +214,11 @@ def main(args, configs: Sequence[str], model_name, repo_root: str, stress_opts, 
         def on_done(run, result):
             write_report(runs, report_dir, {}, recipes, header, jobs=jobs)
 
-        run_sweep(runs, repo_root, jobs=jobs, threads=threads, datasets=datasets, on_done=on_done)
+        # every config's first seed first: the later seeds then start longest first (next_run)
+        by_seed = sorted(runs, key=lambda r: args.seeds.index(r.seed))
+        run_sweep(
+            by_seed, repo_root, jobs=jobs, threads=threads, datasets=datasets, on_done=on_done
+        )
     # the report: these runs and every other finished run of these configs and seeds in the
     # output root (e.g. variants trained by another call with --tag)
     others = [r for r in finished_runs(root, configs, args.seeds) if r.out_dir not in

@@ -154,7 +154,7 @@ def run_sweep(
     finished: Dict[str, dict] = {}
     while todo or running:
         while todo and len(running) < jobs:
-            run = todo.pop(0)
+            run = todo.pop(next_run(todo, runs))
             os.makedirs(run.out_dir, exist_ok=True)
             cmd = train_command(run, repo_root, datasets)
             print(f"[sweep] start {run.model} seed {run.seed}: {' '.join(cmd)}", flush=True)
@@ -183,6 +183,22 @@ def run_sweep(
             if on_done:
                 on_done(run, result)
     return finished
+
+
+def next_run(todo: Sequence[Run], runs: Sequence[Run]) -> int:
+    """Index in ``todo`` of the run to start next: the first one whose config has no finished
+    run among ``runs`` (its cost is unknown), else the one whose config's finished runs took
+    longest (:func:`logged_seconds`). Longest first keeps both cores busy to the end of a
+    sweep instead of leaving one idle beside a long last run."""
+    took: Dict[str, float] = {}
+    for r in runs:
+        seconds = logged_seconds(r.out_dir) if r.done() else None
+        if seconds is not None:
+            took[r.config] = max(took.get(r.config, 0.0), seconds)
+    for i, r in enumerate(todo):
+        if r.config not in took:
+            return i
+    return max(range(len(todo)), key=lambda i: took[todo[i].config])
 
 
 def ap_summary(result: dict) -> str:
