@@ -14,6 +14,7 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data import InstanceDatasetMapper
+from ..utils.rng import preserved_rng
 from .checkpoint import META_KEY, InstSegCheckpointer
 from .evaluation import build_coco_evaluator
 from .health import DetectionCounter, TrainingHealth, zero_ap_without_detections
@@ -112,7 +113,9 @@ class Trainer(DefaultTrainer):
         return getattr(self, "_last_eval_results", None)
 
     def _evaluate_and_record(self):
-        self._last_eval_results, self.last_eval_problems = self.evaluate(self.cfg, self.model)
+        # an evaluation between steps leaves the training's random draws as they were
+        with preserved_rng():
+            self._last_eval_results, self.last_eval_problems = self.evaluate(self.cfg, self.model)
         return self._last_eval_results
 
     @classmethod
