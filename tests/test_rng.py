@@ -50,3 +50,21 @@ def test_the_periodic_evaluation_draws_nothing_from_the_training_rng():
     assert Trainer._evaluate_and_record(trainer) == {"segm": {"AP": 1.0}}
     assert trainer.last_eval_problems == []
     assert _draws() == expected
+
+
+def test_evaluating_more_often_does_not_change_the_training(tiny_shapes, tmp_path, repo_root):
+    """Mask R-CNN samples its RoIs from torch's generator; with the same seed, a run evaluated
+    after every other step ends with the same weights as a run evaluated only at the end."""
+    from detectron2.utils.env import seed_all_rng
+
+    from instseg_d2.testing import train_and_evaluate
+
+    weights = []
+    for period in (2, 0):
+        out = str(tmp_path / f"period{period}")
+        seed_all_rng(7)
+        opts = ["SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", str(period)]
+        train_and_evaluate(f"{repo_root}/configs/MaskRCNN/shapes_MaskRCNN_R_18.yaml", out, opts)
+        weights.append(torch.load(f"{out}/model_final.pth", weights_only=False)["model"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
