@@ -162,14 +162,7 @@ def write_report(runs, report_dir, bench, recipes, header, with_grid=None, jobs=
     results = load_results(runs)
     rows = csv_rows(results, bench)
     write_csv(rows, os.path.join(report_dir, "comparison.csv"))
-    text = (
-        header
-        + "\n"
-        + machine_time(results, jobs)
-        + "\n\n"
-        + markdown(results, bench, recipes)
-        + "\n"
-    )
+    text = f"{header}\n{machine_time(results, jobs)}\n\n{markdown(results, bench, recipes)}\n"
     with open(os.path.join(report_dir, "comparison.md"), "w") as f:
         f.write(text)
     plot_curves(results, os.path.join(report_dir, "curves.png"))

@@ -29,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..data import InstanceDatasetMapper
 from ..engine import build_optimizer
+from ..utils.rng import preserved_rng
 from ..utils.profiling import sync_cuda
 
 Batch = List[dict]
@@ -213,14 +214,10 @@ def _cpu_time_of_forward(parts: Dict[str, torch.nn.Module], totals: Dict[str, fl
 
 @contextmanager
 def _seeded_global_rngs(seed: int) -> Iterator[None]:
-    np_state, py_state = np.random.get_state(), random.getstate()
-    np.random.seed(seed)
-    random.seed(seed)
-    try:
+    with preserved_rng():
+        np.random.seed(seed)
+        random.seed(seed)
         yield
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
 
 
 @contextmanager

@@ -79,7 +79,8 @@ def logged_seconds(out_dir: str) -> Optional[float]:
     """Seconds a run spent training and evaluating, summed over its sittings: per start of
     ``train_net.py`` (a ``Rank of current process:`` line of detectron2's ``log.txt``), the time
     from that line to the last time-stamped line before the next start. A sitting killed
-    between two log lines loses the time since its last line (at most ``PERIOD`` iterations).
+    between two log lines loses the time since its last line (at most 20 iterations,
+    detectron2's logging period).
     None when the run has no log."""
     path = os.path.join(out_dir, "log.txt")
     if not os.path.isfile(path):
