@@ -3,6 +3,9 @@
 import csv
 import json
 import os
+import shutil
+
+import pytest
 
 from detectron2.data import MetadataCatalog
 
@@ -88,6 +91,7 @@ def test_compare_trains_every_seed_resumably_then_reports(
         res = json.loads((root / "runs" / f"MaskRCNN_R_18_seed{seed}" / "result.json").read_text())
         assert res["iterations"] == 4 and [c["iteration"] for c in res["curve"]] == [2, 4]
         assert "segm_AP" in res and "boundary_AP" in res
+    before = (report / "comparison.csv").read_text()
     with open(report / "comparison.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["model"], r["seed"]) for r in rows] == [
@@ -109,6 +113,22 @@ def test_compare_trains_every_seed_resumably_then_reports(
     md = (report / "comparison.md").read_text()
     assert "Not finished (not in the table): MaskRCNN_R_18 seed 2." in md
     assert "| MaskRCNN_R_18 | 0,1 | 4 |" in md
+    # another machine, that has only the report folder: nothing is trained again and the
+    # report is the same, made from its records (runs/), its bench cache and stored predictions
+    records = sorted(os.listdir(report / "runs"))
+    assert records == ["MaskRCNN_R_18_seed0.json", "MaskRCNN_R_18_seed1.json"]
+    record = json.loads((report / "runs" / records[0]).read_text())
+    assert len(record["grid"]["predictions"]) == 2 and record["run_min"] > 0
+    shutil.rmtree(root)
+    os.remove(report / "predictions.png")
+    assert tool.main(argv + datasets + ["--opts"] + opts) == 0
+    assert not (root / "runs" / "MaskRCNN_R_18_seed0" / "metrics.json").exists()
+    assert (report / "comparison.csv").read_text() == before
+    assert (report / "predictions.png").stat().st_size > 1000
+    # a record of other options is not taken for this sweep's
+    msg = r"seed0.json: made with the options \[\('SOLVER.MAX_ITER', '4'\)\], this sweep trains"
+    with pytest.raises(ValueError, match=msg):
+        tool.main(argv + datasets + ["--opts"] + opts[:-3] + ["6"] + opts[-2:])
 
 
 def test_finished_runs_of_every_sweep_in_the_root_are_reported(tmp_path):
@@ -154,6 +174,52 @@ def test_the_prediction_grid_shows_variants_only_of_configs_without_a_default_ru
         runs.append(Run(model, config, 0, str(out)))
     runs.append(Run("C", "c.yaml", 0, str(tmp_path / "unfinished")))
     assert list(grid_runs(runs)) == ["A", "B [w]"]
+    assert [r.model for r in grid_runs(runs)["A"]] == ["A"]
+
+
+def test_predictions_survive_their_record():
+    import torch
+    from detectron2.structures import Boxes, Instances
+
+    from instseg_d2.benchmark.records import decode_predictions, encode_predictions
+
+    inst = Instances((6, 8))
+    inst.pred_boxes = Boxes(torch.tensor([[1.0, 1.0, 4.0, 3.0], [0.0, 0.0, 8.0, 6.0]]))
+    inst.scores = torch.tensor([0.9, 0.3])
+    inst.pred_classes = torch.tensor([2, 0])
+    inst.pred_masks = torch.zeros(2, 6, 8, dtype=torch.bool)
+    inst.pred_masks[0, 1:3, 1:4] = True
+    preds = json.loads(json.dumps(encode_predictions(inst, 0.5)))  # through a JSON file
+    assert len(preds) == 1 and preds[0]["class"] == 2 and preds[0]["score"] == 0.9
+    back = decode_predictions(preds, 6, 8)
+    assert torch.equal(back.pred_masks, inst.pred_masks[:1])
+    assert back.pred_boxes.tensor.tolist() == [[1.0, 1.0, 4.0, 3.0]]
+    boxes_only = Instances(
+        (6, 8), **{k: v for k, v in inst.get_fields().items() if k != "pred_masks"}
+    )
+    assert not decode_predictions(encode_predictions(boxes_only, 0.0), 6, 8).has("pred_masks")
+
+
+def test_a_record_of_other_options_is_an_error_naming_it(tmp_path):
+    from instseg_d2.benchmark.records import restore_records
+
+    (tmp_path / "report" / "runs").mkdir(parents=True)
+    rec = {"model": "A", "config": "a.yaml", "seed": 0, "iterations": 10, "opts": ["K", "1"]}
+    (tmp_path / "report" / "runs" / "A_seed0.json").write_text(json.dumps(rec))
+    run = Run("A", "a.yaml", 0, str(tmp_path / "root" / "runs" / "A_seed0"), ["K", "1"])
+    report, root = str(tmp_path / "report"), str(tmp_path / "root")
+    assert [r.out_dir for r in restore_records(report, root, [run], {"a.yaml": 10})] == [
+        run.out_dir
+    ]
+    assert run.done() and restore_records(report, root, [run], {"a.yaml": 10}) == []
+    with pytest.raises(ValueError, match="A_seed0.json: trained 10 iterations, a.yaml now sets"):
+        restore_records(report, root, [run], {"a.yaml": 20})  # its config's schedule changed
+    run.opts = ["K", "2"]
+    with pytest.raises(ValueError, match=r"A_seed0.json: made with the options \[\('K', '1'\)\]"):
+        restore_records(report, root, [run], {"a.yaml": 10})
+    (tmp_path / "report" / "runs" / "A_seed0.json").write_text("{}")
+    with pytest.raises(ValueError, match="A_seed0.json: not a comparison record"):
+        restore_records(report, root, [run], {"a.yaml": 10})
 
 
 def test_ap_summary_names_what_a_run_scored():

@@ -15,8 +15,15 @@ from .comparison import (
     write_csv,
 )
 from .machine import describe_machine, machine_line
+from .records import (
+    decode_predictions,
+    encode_predictions,
+    restore_records,
+    stored_predictions,
+    write_records,
+)
 from .runner import run_worker
-from .sweep import Run, finished_runs, load_results, run_sweep
+from .sweep import Run, _write_json, finished_runs, load_results, run_sweep
 
 
 def _dir_name(model: str) -> str:
@@ -76,30 +83,37 @@ def _ensure_pretrained(cfgs) -> None:
         print(f"[compare] pretrained backbone {w}: {PathManager.get_local_path(w)}", flush=True)
 
 
-def first_finished(runs: Sequence[Run]) -> Dict[str, Run]:
-    """``{model: its first finished run}``, in the order of ``runs``."""
-    first: Dict[str, Run] = {}
+def finished_by_model(runs: Sequence[Run]) -> Dict[str, List[Run]]:
+    """``{model: its finished runs}``, in the order of ``runs``."""
+    out: Dict[str, List[Run]] = {}
     for r in runs:
         if r.done():
-            first.setdefault(r.model, r)
-    return first
+            out.setdefault(r.model, []).append(r)
+    return out
 
 
-def bench_models(runs: Sequence[Run], root: str, device: str, datasets) -> Dict:
-    """Params, GFLOPs, CPU / wall ms per image and peak memory of each model (its first
-    finished run's weights), measured one model at a time; cached in ``<root>/bench``."""
+def bench_models(runs: Sequence[Run], cache: str, device: str, datasets) -> Dict:
+    """Params, GFLOPs, CPU / wall ms per image and peak memory of each model (the weights of
+    its first finished run that has them), measured one model at a time; cached in ``cache``
+    (``<report-dir>/bench``: a model is measured once, whichever sitting trained it)."""
     bench = {}
-    os.makedirs(os.path.join(root, "bench"), exist_ok=True)
-    for model, run in first_finished(runs).items():
-        path = os.path.join(root, "bench", _dir_name(model) + ".json")
+    os.makedirs(cache, exist_ok=True)
+    for model, candidates in finished_by_model(runs).items():
+        path = os.path.join(cache, _dir_name(model) + ".json")
         if os.path.isfile(path):
             with open(path) as f:
                 bench[model] = json.load(f)
             continue
+        weights = [w for w in (_weights(r) for r in candidates) if w]
+        if not weights:
+            print(f"[compare] {model}: no checkpoint of its runs here, its cost is not "
+                  f"measured (no {_dir_name(model)}.json in {cache})", flush=True)  # fmt: skip
+            continue
+        run = candidates[0]
         print(f"[compare] measuring {model} ...", flush=True)
         spec = {
             "config_file": run.config, "device": device, "opts": list(run.opts),
-            "weights": os.path.join(run.out_dir, "model_final.pth"), "eval": False,
+            "weights": weights[0], "eval": False,
             "num_images": 10, "warmup": 2, "iters": 10, "threads": 1, "register": list(datasets),
         }  # fmt: skip
         res = run_worker(spec)
@@ -110,56 +124,95 @@ def bench_models(runs: Sequence[Run], root: str, device: str, datasets) -> Dict:
     return bench
 
 
-def grid_runs(runs: Sequence[Run]) -> Dict[str, Run]:
-    """:func:`first_finished` for the prediction grid: every model, but a variant
+def _weights(run: Run) -> str:
+    path = os.path.join(run.out_dir, "model_final.pth")
+    return path if os.path.isfile(path) else ""
+
+
+def grid_runs(runs: Sequence[Run]) -> Dict[str, List[Run]]:
+    """:func:`finished_by_model` for the prediction grid: every model, but a variant
     (``model [tag]``) only when its config has no default run among ``runs``."""
-    first = first_finished(runs)
-    plain = {r.config for m, r in first.items() if not m.endswith("]")}
-    return {m: r for m, r in first.items() if not m.endswith("]") or r.config not in plain}
+    found = finished_by_model(runs)
+    plain = {rs[0].config for m, rs in found.items() if not m.endswith("]")}
+    return {m: rs for m, rs in found.items() if not m.endswith("]") or rs[0].config not in plain}
 
 
-def draw_grid(runs: Sequence[Run], path: str, datasets, n_images: int, device: str):
-    """Ground truth and every model's predictions (its first finished run, score >= 0.5) on
-    the first ``n_images`` images of the test set, drawn with detectron2's Visualizer."""
+def grid_predictions(runs: Sequence[Run], files, cfg, score_thresh: float = 0.5):
+    """One model's predictions (score >= ``score_thresh``) on the images ``files``: those its
+    first run stored for them, else those of the first run with a checkpoint, then stored in
+    that run's ``result.json`` (and so in its record). None when no run has either."""
     import torch
+    from detectron2.data import detection_utils as utils
+
+    from ..engine import load_model
+
+    for run in runs:
+        with open(run.result_path) as f:
+            preds = stored_predictions(json.load(f), files)
+        if preds is not None:
+            return preds
+    run = next((r for r in runs if _weights(r)), None)
+    if run is None:
+        return None
+    model = load_model(cfg, _weights(run))
+    preds = []
+    for file in files:
+        x = utils.read_image(file, format=cfg.INPUT.FORMAT)
+        with torch.no_grad():
+            out = model([{"image": torch.as_tensor(x.transpose(2, 0, 1).copy()),
+                          "height": x.shape[0], "width": x.shape[1]}])[0]  # fmt: skip
+        preds.append(encode_predictions(out["instances"].to("cpu"), score_thresh))
+    with open(run.result_path) as f:
+        result = json.load(f)
+    result["grid"] = {"images": [os.path.basename(f) for f in files], "predictions": preds}
+    _write_json(run.result_path, result)
+    return preds
+
+
+def draw_grid(runs: Sequence[Run], path: str, datasets, n_images: int, device: str) -> List[str]:
+    """Ground truth and every model's predictions (score >= 0.5) on the first ``n_images``
+    images of the test set, drawn with detectron2's Visualizer (:func:`grid_predictions`).
+    Returns the models left out (no stored predictions and no checkpoint)."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.data import detection_utils as utils
     from detectron2.utils.visualizer import ColorMode, Visualizer
 
-    from ..engine import load_model
-
-    first = grid_runs(runs)
-    if not first:
-        return False
-    rows = []
-    for i, (model, run) in enumerate(first.items()):
+    rows, left_out = [], []
+    for model, candidates in grid_runs(runs).items():
+        run = candidates[0]
         cfg = _build_cfg(run.config, list(run.opts) + ["MODEL.DEVICE", device], datasets)
         name = cfg.DATASETS.TEST[0]
         meta, dicts = MetadataCatalog.get(name), DatasetCatalog.get(name)[:n_images]
         images = [utils.read_image(d["file_name"], format="RGB") for d in dicts]
-        if i == 0:
+        if not rows:
             rows.append(("ground truth", [
                 Visualizer(im, meta).draw_dataset_dict(d).get_image() for im, d in zip(images, dicts)
             ]))  # fmt: skip
-        model_ = load_model(cfg, os.path.join(run.out_dir, "model_final.pth"))
+        preds = grid_predictions(candidates, [d["file_name"] for d in dicts], cfg)
+        if preds is None:
+            left_out.append(model)
+            continue
         drawn = []
-        for im, d in zip(images, dicts):
-            x = utils.read_image(d["file_name"], format=cfg.INPUT.FORMAT)
-            with torch.no_grad():
-                out = model_([{"image": torch.as_tensor(x.transpose(2, 0, 1).copy()),
-                               "height": x.shape[0], "width": x.shape[1]}])[0]  # fmt: skip
-            inst = out["instances"].to("cpu")
-            inst = inst[inst.scores >= 0.5]
+        for im, p in zip(images, preds):
+            inst = decode_predictions(p, im.shape[0], im.shape[1])
             v = Visualizer(im, meta, instance_mode=ColorMode.IMAGE)
             drawn.append(v.draw_instance_predictions(inst).get_image())
         rows.append((model, drawn))
-    prediction_grid(rows, path)
-    return True
+    if len(rows) > 1:
+        prediction_grid(rows, path)
+    return left_out
 
 
 def write_report(runs, report_dir, bench, recipes, header, with_grid=None, jobs=2) -> None:
+    """The report folder: ``comparison.md`` / ``.csv``, the plots, the prediction grid (when
+    ``with_grid``) and one record per finished run (``runs/``, :mod:`.records`)."""
     os.makedirs(report_dir, exist_ok=True)
+    if with_grid:  # first: it stores the grid's predictions in the results
+        left_out = with_grid(os.path.join(report_dir, "predictions.png"))
+        if left_out:
+            header += f"\nNot in the prediction grid (no checkpoint here): {', '.join(left_out)}."
     results = load_results(runs)
+    write_records(results, runs, report_dir)
     rows = csv_rows(results, bench)
     write_csv(rows, os.path.join(report_dir, "comparison.csv"))
     text = f"{header}\n{machine_time(results, jobs)}\n\n{markdown(results, bench, recipes)}\n"
@@ -169,8 +222,6 @@ def write_report(runs, report_dir, bench, recipes, header, with_grid=None, jobs=
     if bench:
         plot_ap_vs_latency(results, bench, os.path.join(report_dir, "ap_vs_latency.png"),
                            header.splitlines()[0])  # fmt: skip
-    if with_grid:
-        with_grid(os.path.join(report_dir, "predictions.png"))
 
 
 def main(args, configs: Sequence[str], model_name, repo_root: str, stress_opts, argv) -> int:
@@ -192,6 +243,10 @@ def main(args, configs: Sequence[str], model_name, repo_root: str, stress_opts, 
         Run(model_name(c), c, s, os.path.join(root, "runs", f"{_dir_name(model_name(c))}_seed{s}"), opts)
         for c in configs for s in args.seeds
     ]  # fmt: skip
+    # runs finished in an earlier sitting, possibly on another machine: their records
+    max_iters = {c: cfg.SOLVER.MAX_ITER for c, cfg in cfgs.items()}
+    for r in restore_records(report_dir, root, runs, max_iters):
+        print(f"[compare] {r.model} seed {r.seed}: finished earlier (its record)", flush=True)
     some = next(iter(cfgs.values()))
     header = (
         f"Machine: {machine_line(describe_machine(device))}\n"
@@ -226,7 +281,8 @@ def main(args, configs: Sequence[str], model_name, repo_root: str, stress_opts, 
             recipes[r.model] = recipe(_build_cfg(r.config, r.opts, datasets)) + (
                 f"; {' '.join(changed)}" if changed else ""
             )
-    bench = {} if args.no_bench else bench_models(runs, root, device, datasets)
+    cache = os.path.join(report_dir, "bench")
+    bench = {} if args.no_bench else bench_models(runs, cache, device, datasets)
     grid = lambda path: draw_grid(runs, path, datasets, args.grid_images, device)  # noqa
     write_report(runs, report_dir, bench, recipes, header, with_grid=grid, jobs=jobs)
     print(f"[compare] report: {report_dir}/comparison.md", flush=True)

@@ -235,14 +235,16 @@ def finished_runs(root: str, configs: Sequence[str], seeds: Sequence[int]) -> Li
 
 def load_results(runs: Sequence[Run]) -> List[dict]:
     """The ``result.json`` of every finished run, in the order of ``runs``, with ``run_min``:
-    the minutes it trained and evaluated (:func:`logged_seconds`, all sittings)."""
+    the minutes it trained and evaluated (:func:`logged_seconds`, all sittings; a run whose log
+    is not here keeps the ``run_min`` its result already has)."""
     out = []
     for r in runs:
         if r.done():
             with open(r.result_path) as f:
                 res = json.load(f)
             seconds = logged_seconds(r.out_dir)
-            res["run_min"] = None if seconds is None else seconds / 60
+            if seconds is not None or "run_min" not in res:
+                res["run_min"] = None if seconds is None else seconds / 60
             out.append(res)
     return out
 
