@@ -273,3 +273,14 @@ def test_the_sweep_starts_unmeasured_configs_first_then_the_longest(tmp_path):
     assert next_run(todo, done + todo) == 1  # b took longest
     assert next_run([todo[0], todo[2]], done + todo) == 1  # then c
     assert next_run(todo + [run("d", 0)], done + todo) == 3  # d: never measured, first
+
+
+def test_a_stop_file_ends_the_sitting_before_the_next_run_starts(tmp_path, capsys):
+    from instseg_d2.benchmark.sweep import run_sweep
+
+    stop = tmp_path / "STOP"
+    stop.write_text("")
+    runs = [Run("A", "a.yaml", s, str(tmp_path / f"A_seed{s}")) for s in (0, 1)]
+    assert run_sweep(runs, str(tmp_path), jobs=2, stop_file=str(stop), poll_s=0.01) == {}
+    assert not any(os.path.exists(r.out_dir) for r in runs)
+    assert "not starting A seed 0, A seed 1" in capsys.readouterr().out

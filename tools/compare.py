@@ -12,14 +12,18 @@
    through ``train_net.py --resume`` into ``<output-root>/runs/<model>_seed<s>``, ``--jobs`` at a
    time with ``--threads`` torch threads each. Finished runs (their ``result.json``) are never
    trained again, interrupted ones continue from their last checkpoint: the sweep can span
-   several sittings. The configs evaluate every ``TEST.EVAL_PERIOD`` iterations: the curve and
+   several sittings (``touch <output-root>/STOP`` ends a sitting: no run starts after it, the
+   running ones finish and are reported). The configs evaluate every ``TEST.EVAL_PERIOD`` iterations: the curve and
    the final AP of each run go to the report as soon as it ends.
 3. With nothing else running, measures each model once (seed of its first run): parameters,
    GFLOPs, CPU time and wall time per image (1 thread, end to end), peak memory.
 4. Writes ``<report-dir>`` (default ``<output-root>/report``): ``comparison.md`` (mean and range
    over seeds per model, the plateau check, each method's recipe), ``comparison.csv`` (one row per
    model and seed), ``curves.png`` (AP vs iteration), ``ap_vs_latency.png`` and
-   ``predictions.png`` (every model on the same 4 validation images).
+   ``predictions.png`` (every model on the same 4 validation images), and the records the report
+   is made of: ``runs/`` (each finished run's metrics, curve, minutes and grid predictions) and
+   ``bench/`` (each model's cost). A run with a record there is finished: a sweep continues on
+   another machine from the report folder alone.
 
 ``--variant stress`` trains on the harder shapes splits (``shapes_train``/``shapes_val``: more,
 smaller, occluded shapes on busier backgrounds). ``--dataset`` runs the same comparison on any

@@ -264,9 +264,11 @@ def main(args, configs: Sequence[str], model_name, repo_root: str, stress_opts, 
 
         # every config's first seed first: the later seeds then start longest first (next_run)
         by_seed = sorted(runs, key=lambda r: args.seeds.index(r.seed))
-        run_sweep(
-            by_seed, repo_root, jobs=jobs, threads=threads, datasets=datasets, on_done=on_done
-        )
+        stop = os.path.join(root, "STOP")
+        if os.path.exists(stop):
+            os.remove(stop)  # left by the previous sitting
+        run_sweep(by_seed, repo_root, jobs=jobs, threads=threads, datasets=datasets,
+                  on_done=on_done, stop_file=stop)  # fmt: skip
     # the report: these runs and every other finished run of these configs and seeds in the
     # output root (e.g. variants trained by another call with --tag)
     others = [r for r in finished_runs(root, configs, args.seeds) if r.out_dir not in

@@ -145,15 +145,21 @@ def run_sweep(
     datasets: Sequence[str] = (),
     on_done: Optional[Callable[[Run, dict], None]] = None,
     poll_s: float = 2.0,
+    stop_file: str = "",
 ) -> Dict[str, dict]:
     """Train the runs that are not done, ``jobs`` at a time; write each ``result.json`` (or an
-    ``error`` entry) as soon as its run ends and call ``on_done(run, result)``. Returns
-    ``{out_dir: result}`` of the runs trained now."""
+    ``error`` entry) as soon as its run ends and call ``on_done(run, result)``. Once
+    ``stop_file`` exists, start no more runs: the running ones finish, the others wait for the
+    next sitting. Returns ``{out_dir: result}`` of the runs trained now."""
     todo = [r for r in runs if not r.done()]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     running: List[tuple] = []
     finished: Dict[str, dict] = {}
     while todo or running:
+        if todo and stop_file and os.path.exists(stop_file):
+            left = ", ".join(f"{r.model} seed {r.seed}" for r in todo)
+            print(f"[sweep] {stop_file} exists: not starting {left}", flush=True)
+            todo = []
         while todo and len(running) < jobs:
             run = todo.pop(next_run(todo, runs))
             os.makedirs(run.out_dir, exist_ok=True)
