@@ -39,7 +39,7 @@ def test_curve_final_metrics_and_plateau_from_metrics_json(tmp_path):
     assert res["iterations"] == 10 and res["seed"] == 3
     assert res["segm_AP"] == 20.5 and res["segm_AP50"] == 40.0
     assert res["box_AP"] == 15.0 and res["boundary_AP"] == 5.0
-    assert res["plateau_delta"] == 10.5
+    assert res["plateau_delta"] == 10.5 and res["run_min"] is None  # no log.txt
 
 
 def test_markdown_gives_mean_and_range_over_seeds_and_the_plateau():

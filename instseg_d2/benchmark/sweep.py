@@ -104,8 +104,9 @@ def logged_seconds(out_dir: str) -> Optional[float]:
     return total + (last - first).total_seconds() if first is not None else None
 
 
-def run_result(run: Run, seconds: Optional[float] = None) -> dict:
-    """Final metrics, curve and plateau of a finished run (from its ``metrics.json``)."""
+def run_result(run: Run) -> dict:
+    """Final metrics, curve, plateau (from its ``metrics.json``) and ``run_min`` (minutes of
+    training and evaluations, every sitting: :func:`logged_seconds`) of a finished run."""
     rows = read_metrics(run.out_dir)
     curve = eval_curve(rows)
     res = {"model": run.model, "config": run.config, "seed": run.seed, "opts": list(run.opts)}
@@ -114,8 +115,8 @@ def run_result(run: Run, seconds: Optional[float] = None) -> dict:
     res["iterations"] = max(trained) if trained else 0
     times = [r["time"] for r in rows if "time" in r]
     res["train_s_per_iter"] = sorted(times)[len(times) // 2] if times else None
-    if seconds is not None:
-        res["wall_s"] = round(seconds, 1)
+    seconds = logged_seconds(run.out_dir)
+    res["run_min"] = None if seconds is None else round(seconds / 60, 2)
     if curve:
         last = curve[-1]
         for task, prefix in TASKS.items():
@@ -169,15 +170,15 @@ def run_sweep(
             proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, cwd=repo_root, env=env
             )
-            running.append((run, proc, log, time.time()))
+            running.append((run, proc, log))
         time.sleep(poll_s)
         for item in list(running):
-            run, proc, log, start = item
+            run, proc, log = item
             if proc.poll() is None:
                 continue
             running.remove(item)
             log.close()
-            result = run_result(run, time.time() - start)
+            result = run_result(run)
             if proc.returncode != 0:
                 result["error"] = (
                     f"train_net.py exited {proc.returncode}; see {run.out_dir}/train.log"
