@@ -13,8 +13,8 @@
    time with ``--threads`` torch threads each. Finished runs (their ``result.json``) are never
    trained again, interrupted ones continue from their last checkpoint: the sweep can span
    several sittings (``touch <output-root>/STOP`` ends a sitting: no run starts after it, the
-   running ones finish and are reported). The configs evaluate every ``TEST.EVAL_PERIOD`` iterations: the curve and
-   the final AP of each run go to the report as soon as it ends.
+   running ones finish and are reported). The configs evaluate every ``TEST.EVAL_PERIOD``
+   iterations: the curve and the final AP of each run go to the report as soon as it ends.
 3. With nothing else running, measures each model once (seed of its first run): parameters,
    GFLOPs, CPU time and wall time per image (1 thread, end to end), peak memory.
 4. Writes ``<report-dir>`` (default ``<output-root>/report``): ``comparison.md`` (mean and range

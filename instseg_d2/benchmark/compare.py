@@ -104,16 +104,15 @@ def bench_models(runs: Sequence[Run], cache: str, device: str, datasets) -> Dict
             with open(path) as f:
                 bench[model] = json.load(f)
             continue
-        weights = [w for w in (_weights(r) for r in candidates) if w]
-        if not weights:
+        run = next((r for r in candidates if _weights(r)), None)
+        if run is None:
             print(f"[compare] {model}: no checkpoint of its runs here, its cost is not "
                   f"measured (no {_dir_name(model)}.json in {cache})", flush=True)  # fmt: skip
             continue
-        run = candidates[0]
         print(f"[compare] measuring {model} ...", flush=True)
         spec = {
             "config_file": run.config, "device": device, "opts": list(run.opts),
-            "weights": weights[0], "eval": False,
+            "weights": _weights(run), "eval": False,
             "num_images": 10, "warmup": 2, "iters": 10, "threads": 1, "register": list(datasets),
         }  # fmt: skip
         res = run_worker(spec)
