@@ -23,7 +23,7 @@ from .records import (
     write_records,
 )
 from .runner import run_worker
-from .sweep import Run, _write_json, finished_runs, load_results, run_sweep
+from .sweep import Run, write_json, finished_runs, load_results, run_sweep
 
 
 def _dir_name(model: str) -> str:
@@ -164,7 +164,7 @@ def grid_predictions(runs: Sequence[Run], files, cfg, score_thresh: float = 0.5)
     with open(run.result_path) as f:
         result = json.load(f)
     result["grid"] = {"images": [os.path.basename(f) for f in files], "predictions": preds}
-    _write_json(run.result_path, result)
+    write_json(run.result_path, result)
     return preds
 
 

@@ -11,7 +11,7 @@ import json
 import os
 from typing import List, Optional, Sequence
 
-from .sweep import Run, _write_json
+from .sweep import Run, write_json
 
 
 def record_path(report_dir: str, run: Run) -> str:
@@ -24,7 +24,7 @@ def write_records(results: Sequence[dict], runs: Sequence[Run], report_dir: str)
     done = [r for r in runs if r.done()]
     os.makedirs(os.path.join(report_dir, "runs"), exist_ok=True)
     for run, res in zip(done, results):
-        _write_json(record_path(report_dir, run), res)
+        write_json(record_path(report_dir, run), res)
 
 
 def restore_records(report_dir: str, root: str, runs: Sequence[Run], max_iters: dict) -> List[Run]:
@@ -69,7 +69,7 @@ def restore_records(report_dir: str, root: str, runs: Sequence[Run], max_iters: 
         if os.path.isfile(result):
             continue
         os.makedirs(out_dir, exist_ok=True)
-        _write_json(result, rec)
+        write_json(result, rec)
         restored.append(Run(rec["model"], rec["config"], rec["seed"], out_dir, rec.get("opts", [])))
     return restored
 

@@ -104,6 +104,13 @@ def logged_seconds(out_dir: str) -> Optional[float]:
     return total + (last - first).total_seconds() if first is not None else None
 
 
+def run_minutes(out_dir: str) -> Optional[float]:
+    """Minutes of training and evaluations of the run in ``out_dir``, every sitting
+    (:func:`logged_seconds`), to 2 decimals; None without a log."""
+    seconds = logged_seconds(out_dir)
+    return None if seconds is None else round(seconds / 60, 2)
+
+
 def run_result(run: Run) -> dict:
     """Final metrics, curve, plateau (from its ``metrics.json``) and ``run_min`` (minutes of
     training and evaluations, every sitting: :func:`logged_seconds`) of a finished run."""
@@ -115,8 +122,7 @@ def run_result(run: Run) -> dict:
     res["iterations"] = max(trained) if trained else 0
     times = [r["time"] for r in rows if "time" in r]
     res["train_s_per_iter"] = sorted(times)[len(times) // 2] if times else None
-    seconds = logged_seconds(run.out_dir)
-    res["run_min"] = None if seconds is None else round(seconds / 60, 2)
+    res["run_min"] = run_minutes(run.out_dir)
     if curve:
         last = curve[-1]
         for task, prefix in TASKS.items():
@@ -185,7 +191,7 @@ def run_sweep(
                 )
                 print(f"[sweep] FAILED {run.model} seed {run.seed}: {result['error']}", flush=True)
             else:
-                _write_json(run.result_path, result)
+                write_json(run.result_path, result)
                 print(f"[sweep] done {run.model} seed {run.seed}: {ap_summary(result)}", flush=True)
             finished[run.out_dir] = result
             if on_done:
@@ -249,14 +255,15 @@ def load_results(runs: Sequence[Run]) -> List[dict]:
         if r.done():
             with open(r.result_path) as f:
                 res = json.load(f)
-            seconds = logged_seconds(r.out_dir)
-            if seconds is not None or "run_min" not in res:
-                res["run_min"] = None if seconds is None else seconds / 60
+            minutes = run_minutes(r.out_dir)
+            if minutes is not None or "run_min" not in res:
+                res["run_min"] = minutes
             out.append(res)
     return out
 
 
-def _write_json(path: str, data) -> None:
+def write_json(path: str, data) -> None:
+    """Write ``data`` to ``path`` as JSON, atomically (a reader never sees half a file)."""
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         json.dump(data, f, indent=1)
