@@ -72,7 +72,8 @@ def write_csv(rows: List[dict], path: str) -> None:
 def scatter_plot(points: List[tuple], path: str, xlabel: str, ylabel: str, title: str,
                  figsize=(7, 5)) -> bool:  # fmt: skip
     """Write a labelled scatter plot of ``points``: ``(x, y, label)`` or ``(x, y, label, (lo,
-    hi))`` with a vertical bar from lo to hi. False (nothing written) if there is no point."""
+    hi))`` with a vertical bar from lo to hi; a logarithmic x axis when the x values span more
+    than a factor 20. False (nothing written) if there is no point."""
     if not points:
         return False
     import matplotlib
@@ -88,6 +89,10 @@ def scatter_plot(points: List[tuple], path: str, xlabel: str, ylabel: str, title
         else:
             ax.scatter([x], [y])
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    xs = [p[0] for p in points]
+    if min(xs) > 0 and max(xs) > 20 * min(xs):
+        ax.set_xscale("log")
+        xlabel = f"{xlabel}, log scale"
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
