@@ -14,10 +14,9 @@ A marker naming a model that the CSV lacks is an error naming the file, the line
 import csv
 import os
 import re
-from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
-from instseg_d2.benchmark.comparison import _num, summarize
+from instseg_d2.benchmark.comparison import _num, by_model, summarize
 
 AP_MARKER = re.compile(r"(?P<value>[^|]*?)\s*(?P<marker><!-- AP: (?P<models>[^>]*?) -->)")
 BLOCK_START = re.compile(r"^<!-- results: (?P<models>.*?) -->\s*$")
@@ -31,15 +30,14 @@ def _parse(v: Optional[str]) -> Optional[float]:
     return _num(float(v)) if v not in (None, "") else None
 
 
-def read_comparison(csv_path: str) -> "OrderedDict[str, List[dict]]":
+def read_comparison(csv_path: str) -> Dict[str, List[dict]]:
     """The default-protocol rows of ``comparison.csv`` by model (variant rows ``M [TAG]`` are
     left out), in the file's order."""
-    out: "OrderedDict[str, List[dict]]" = OrderedDict()
     with open(csv_path, newline="") as f:
-        for row in csv.DictReader(f):
-            if "[" not in row["model"]:
-                row.update({k: _parse(row.get(k)) for k in NUMERIC})
-                out.setdefault(row["model"], []).append(row)
+        rows = [r for r in csv.DictReader(f) if "[" not in r["model"]]
+    for row in rows:
+        row.update({k: _parse(row.get(k)) for k in NUMERIC})
+    out = by_model(rows)
     if not out:
         raise ValueError(f"{csv_path}: no rows of the default protocol")
     return out
@@ -61,8 +59,7 @@ def _models(where: str, names: str, runs: Dict[str, List[dict]]) -> List[str]:
     return models
 
 
-def _fmt1(v) -> str:
-    v = _num(v)
+def _fmt1(v: Optional[float]) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
@@ -125,8 +122,7 @@ def fill_files(
     ``comparison.md`` next to it, relative to each file); returns the files that changed (with
     ``write=False``: that would change, writing nothing)."""
     runs = read_comparison(csv_path)
-    if reference not in runs:
-        raise KeyError(f"{csv_path}: the reference model {reference} has no row")
+    _models(f"{csv_path} (the reference model)", reference, runs)
     report = os.path.join(os.path.dirname(os.path.abspath(csv_path)), "comparison.md")
     filled = {}
     for p in paths:  # every file is filled before any is written
